@@ -1,0 +1,357 @@
+//! One advertised resource: its socket, its gRPC server and its registration state.
+//!
+//! The supervisor owns every `Endpoint` and calls into it from one thread, so nothing here is
+//! shared except the fan-out and the registration epoch, which the service reads.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use grpcio::Environment;
+
+use crate::allocation::Allocator;
+use crate::fanout::{DeviceList, Fanout};
+use crate::kubelet::{KubeletClient, SocketIdentity};
+use crate::plugin::{DevicePluginService, ServiceContext, StreamEnded};
+use crate::resource::ResourceName;
+use crate::server::{PluginServer, ServeError};
+
+/// First delay after a failed Register call.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest delay between Register attempts or between attempts to serve the socket.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why a resource registers again; each is logged by name when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The daemon just started.
+    Startup,
+    /// kubelet.sock appeared where there was none.
+    KubeletSocketCreated,
+    /// kubelet.sock was replaced by a new file: the kubelet restarted.
+    KubeletSocketReplaced,
+    /// Our plugin socket was deleted.
+    PluginSocketDeleted,
+    /// Our plugin socket was replaced by another file.
+    PluginSocketReplaced,
+    /// The kubelet ended our ListAndWatch stream while we were registered.
+    StreamEnded,
+    /// An operator sent SIGHUP.
+    Sighup,
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Startup => "startup",
+            Self::KubeletSocketCreated => "kubelet socket created",
+            Self::KubeletSocketReplaced => "kubelet socket replaced",
+            Self::PluginSocketDeleted => "plugin socket deleted",
+            Self::PluginSocketReplaced => "plugin socket replaced",
+            Self::StreamEnded => "ListAndWatch stream ended",
+            Self::Sighup => "SIGHUP",
+        })
+    }
+}
+
+/// Outcome of a Register call, sent back to the supervisor from a gRPC thread.
+#[derive(Debug)]
+pub struct Registered {
+    /// Index of the endpoint that registered.
+    pub endpoint: usize,
+    /// Epoch of the attempt.
+    pub epoch: u64,
+    /// The error message when the kubelet did not accept the registration.
+    pub result: Result<(), String>,
+}
+
+/// Channels and settings every endpoint shares.
+pub struct Shared {
+    /// gRPC environment for servers and the kubelet client.
+    pub env: Arc<Environment>,
+    /// The kubelet's Registration client.
+    pub kubelet: KubeletClient,
+    /// Where services report ended streams.
+    pub stream_ended: Sender<StreamEnded>,
+    /// Where Register outcomes go.
+    pub registered: Sender<Registered>,
+    /// Supervisor poll interval, also used by idle streams.
+    pub poll_interval: Duration,
+}
+
+/// Per-resource state.
+pub struct Endpoint {
+    index: usize,
+    resource: ResourceName,
+    socket_name: String,
+    socket_path: PathBuf,
+    allocator: Allocator,
+    fanout: Arc<Fanout>,
+    epoch: Arc<AtomicU64>,
+    server: Option<PluginServer>,
+    registration: Registration,
+    serve_retry: Retry,
+}
+
+#[derive(Debug, Default)]
+struct Registration {
+    /// A trigger asked for a Register call that has not started yet.
+    wanted: bool,
+    /// Epoch of the call in flight.
+    in_flight: Option<u64>,
+    /// The kubelet accepted the last call and nothing has invalidated it since.
+    registered: bool,
+    retry: Retry,
+}
+
+/// Exponential backoff with a count of consecutive failures, for log deduplication.
+#[derive(Debug)]
+struct Retry {
+    delay: Duration,
+    not_before: Instant,
+    failures: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            delay: INITIAL_BACKOFF,
+            not_before: Instant::now(),
+            failures: 0,
+        }
+    }
+}
+
+impl Retry {
+    fn due(&self, now: Instant) -> bool {
+        now >= self.not_before
+    }
+
+    /// Records a failure and returns whether it is the first of a run.
+    fn fail(&mut self, now: Instant) -> bool {
+        self.not_before = now + self.delay;
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+        self.failures += 1;
+        self.failures == 1
+    }
+
+    /// Records a success and returns how many failures preceded it.
+    fn succeed(&mut self) -> u32 {
+        std::mem::replace(self, Retry::default()).failures
+    }
+}
+
+impl Endpoint {
+    /// Creates the endpoint for `resource`, served at `socket_path` with `allocator`.
+    pub fn new(
+        index: usize,
+        resource: ResourceName,
+        socket_path: PathBuf,
+        allocator: Allocator,
+        initial: DeviceList,
+    ) -> Endpoint {
+        Endpoint {
+            index,
+            socket_name: resource.socket_name(),
+            resource,
+            socket_path,
+            allocator,
+            fanout: Arc::new(Fanout::new(initial)),
+            epoch: Arc::new(AtomicU64::new(0)),
+            server: None,
+            registration: Registration::default(),
+            serve_retry: Retry::default(),
+        }
+    }
+
+    /// Returns the resource name.
+    pub fn resource(&self) -> &ResourceName {
+        &self.resource
+    }
+
+    /// Sends `list` to every ListAndWatch stream of this resource.
+    pub fn publish(&self, list: DeviceList) {
+        self.fanout.publish(list);
+    }
+
+    /// Starts the gRPC server on the plugin socket.
+    pub fn serve(&mut self, shared: &Shared) -> Result<(), ServeError> {
+        let (service, stop_streams) = DevicePluginService::new(ServiceContext {
+            endpoint: self.index,
+            resource: self.resource.clone(),
+            allocator: self.allocator.clone(),
+            fanout: Arc::clone(&self.fanout),
+            epoch: Arc::clone(&self.epoch),
+            stream_ended: shared.stream_ended.clone(),
+            poll_interval: shared.poll_interval,
+        });
+        let server = PluginServer::start(&shared.env, &self.socket_path, service, stop_streams)?;
+        log::info!(
+            "serving {} on {}",
+            self.resource,
+            self.socket_path.display()
+        );
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Stops the gRPC server, if any, and removes its socket when it is still ours.
+    pub fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop();
+            log::info!(
+                "stopped serving {} on {}",
+                self.resource,
+                self.socket_path.display()
+            );
+        }
+        self.registration.registered = false;
+    }
+
+    /// Checks our socket and serves it afresh if it was deleted or replaced, or if an earlier
+    /// attempt to serve failed and its retry is due.
+    pub fn check_socket(&mut self, shared: &Shared, now: Instant) {
+        if let Some(server) = &self.server {
+            let trigger = match SocketIdentity::of(&self.socket_path) {
+                Ok(Some(identity)) if identity == server.identity() => return,
+                Ok(Some(_)) => Trigger::PluginSocketReplaced,
+                Ok(None) => Trigger::PluginSocketDeleted,
+                Err(errno) => {
+                    log::debug!("stat {}: {errno}", self.socket_path.display());
+                    return;
+                }
+            };
+            log::info!(
+                "{trigger}: serving {} on {} again",
+                self.resource,
+                self.socket_path.display()
+            );
+            self.stop();
+            self.request_registration(trigger);
+        }
+        if self.serve_retry.due(now) {
+            self.serve_with_retry(shared, now);
+        }
+    }
+
+    fn serve_with_retry(&mut self, shared: &Shared, now: Instant) {
+        match self.serve(shared) {
+            Ok(()) => {
+                let failures = self.serve_retry.succeed();
+                if failures > 0 {
+                    log::info!("served {} after {failures} failed attempts", self.resource);
+                }
+            }
+            Err(error) => {
+                if self.serve_retry.fail(now) {
+                    log::error!("{error}; retrying with backoff up to {MAX_BACKOFF:?}");
+                } else {
+                    log::debug!("{error}");
+                }
+            }
+        }
+    }
+
+    /// Marks the resource for another Register call, logging why.
+    pub fn request_registration(&mut self, trigger: Trigger) {
+        log::info!("{trigger}: registering {}", self.resource);
+        self.registration.wanted = true;
+        self.registration.registered = false;
+        self.registration.retry = Retry::default();
+    }
+
+    /// Forgets the registration because the kubelet went away.
+    pub fn kubelet_gone(&mut self) {
+        self.registration.registered = false;
+        self.registration.wanted = true;
+    }
+
+    /// Starts a Register call when one is wanted, none is in flight, our server is up and the
+    /// backoff allows it.
+    pub fn register_if_due(&mut self, shared: &Shared, now: Instant) {
+        let state = &mut self.registration;
+        if !state.wanted || state.in_flight.is_some() || self.server.is_none() {
+            return;
+        }
+        if !state.retry.due(now) {
+            return;
+        }
+        state.wanted = false;
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        state.in_flight = Some(epoch);
+        log::debug!(
+            "registering {} with the kubelet at {} (registration {epoch})",
+            self.resource,
+            shared.kubelet.socket().display()
+        );
+        let endpoint = self.index;
+        let results = shared.registered.clone();
+        shared
+            .kubelet
+            .register(&self.resource, &self.socket_name, move |result| {
+                // The supervisor is gone only during shutdown, when the outcome no longer matters.
+                let _ = results.send(Registered {
+                    endpoint,
+                    epoch,
+                    result,
+                });
+            });
+    }
+
+    /// Applies the outcome of a Register call.
+    pub fn on_registered(&mut self, outcome: Registered, kubelet_socket: &str, now: Instant) {
+        let state = &mut self.registration;
+        if state.in_flight != Some(outcome.epoch) {
+            return;
+        }
+        state.in_flight = None;
+        match outcome.result {
+            Ok(()) => {
+                state.registered = true;
+                let failures = state.retry.succeed();
+                log::info!(
+                    "registered {} with the kubelet at {kubelet_socket}, endpoint {}{}",
+                    self.resource,
+                    self.socket_name,
+                    if failures > 0 {
+                        format!(", after {failures} failed attempts")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Err(error) => {
+                state.wanted = true;
+                if state.retry.fail(now) {
+                    log::warn!(
+                        "failed to register {} with the kubelet at {kubelet_socket}: {error}; \
+                         retrying with backoff up to {MAX_BACKOFF:?}",
+                        self.resource
+                    );
+                } else {
+                    log::debug!(
+                        "failed to register {} with the kubelet at {kubelet_socket}: {error}",
+                        self.resource
+                    );
+                }
+            }
+        }
+    }
+
+    /// Asks for a new registration if the stream that ended belonged to the current one.
+    pub fn on_stream_ended(&mut self, ended: &StreamEnded) {
+        let current = self.epoch.load(Ordering::SeqCst);
+        if self.registration.registered && ended.epoch == current {
+            self.request_registration(Trigger::StreamEnded);
+        } else {
+            log::debug!(
+                "ignored the end of a ListAndWatch stream of {} from registration {} (current {current})",
+                self.resource,
+                ended.epoch
+            );
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The supervisor: the one thread that owns all daemon state and decides every action.
+//!
+//! It waits on signals, Register outcomes, ended streams and a poll tick. On each tick it stats
+//! kubelet.sock (a new inode means the kubelet restarted), each plugin socket (missing or
+//! replaced means the kubelet or someone else removed it) and the device node (health), then
+//! serves, registers and publishes device lists as needed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{select, tick, unbounded, Receiver};
+use grpcio::{EnvBuilder, Environment};
+
+use crate::allocation::Allocator;
+use crate::config::Config;
+use crate::devices::{device_list, Health, HealthProbe};
+use crate::endpoint::{Endpoint, Registered, Shared, Trigger};
+use crate::kubelet::{KubeletClient, SocketIdentity};
+use crate::plugin::StreamEnded;
+use crate::server::ServeError;
+use crate::signals::{SignalEvent, SignalThread};
+
+/// Why the daemon could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Signal handlers could not be installed.
+    Signals(std::io::Error),
+    /// A plugin socket could not be served.
+    Serve(ServeError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Signals(error) => write!(f, "failed to install signal handlers: {error}"),
+            Self::Serve(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Channels the supervisor waits on.
+struct Inbox {
+    signals: Receiver<SignalEvent>,
+    registered: Receiver<Registered>,
+    stream_ended: Receiver<StreamEnded>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Returns an error only if it cannot start; every
+/// later failure is logged and retried.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let (signal_sender, signals) = unbounded();
+    let signal_thread = SignalThread::start(signal_sender).map_err(StartError::Signals)?;
+    let result = Supervisor::start(&config, signals).map(|(mut supervisor, inbox)| {
+        supervisor.run(&inbox);
+        supervisor.stop();
+    });
+    signal_thread.stop();
+    result
+}
+
+struct Supervisor {
+    shared: Shared,
+    endpoints: Vec<Endpoint>,
+    probe: HealthProbe,
+    health: Health,
+    slots: u32,
+    kubelet_identity: Option<SocketIdentity>,
+    kubelet_socket: String,
+    config: Config,
+}
+
+impl Supervisor {
+    fn start(config: &Config, signals: Receiver<SignalEvent>) -> Result<(Self, Inbox), StartError> {
+        let env: Arc<Environment> = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
+        let (stream_sender, stream_ended) = unbounded();
+        let (registered_sender, registered) = unbounded();
+        let shared = Shared {
+            kubelet: KubeletClient::new(Arc::clone(&env), &config.kubelet_socket),
+            env,
+            stream_ended: stream_sender,
+            registered: registered_sender,
+            poll_interval: config.poll_interval,
+        };
+        let probe = HealthProbe::new(&config.device_path, &config.sysfs_root);
+        let health = probe.check();
+        log_health(&health, &config.device_path.display().to_string());
+        let initial = Arc::new(device_list(config.devices, &health));
+        let host_path = config.device_path.display().to_string();
+        let endpoints = config
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(index, resource)| {
+                Endpoint::new(
+                    index,
+                    resource.clone(),
+                    config.socket_path(resource),
+                    Allocator::new(config.devices, &host_path),
+                    Arc::clone(&initial),
+                )
+            })
+            .collect();
+        let kubelet_identity = SocketIdentity::of(&config.kubelet_socket).ok().flatten();
+        if kubelet_identity.is_none() {
+            log::warn!(
+                "kubelet socket {} not found; waiting for the kubelet to create it",
+                config.kubelet_socket.display()
+            );
+        }
+        let mut supervisor = Supervisor {
+            shared,
+            endpoints,
+            probe,
+            health,
+            slots: config.devices,
+            kubelet_identity,
+            kubelet_socket: config.kubelet_socket.display().to_string(),
+            config: config.clone(),
+        };
+        for index in 0..supervisor.endpoints.len() {
+            if let Err(error) = supervisor.endpoints[index].serve(&supervisor.shared) {
+                supervisor.stop();
+                return Err(StartError::Serve(error));
+            }
+            supervisor.endpoints[index].request_registration(Trigger::Startup);
+        }
+        let inbox = Inbox {
+            signals,
+            registered,
+            stream_ended,
+        };
+        Ok((supervisor, inbox))
+    }
+
+    fn run(&mut self, inbox: &Inbox) {
+        log::info!(
+            "supervising {} resources with {} slots each; kubelet socket {}, poll interval {:?}",
+            self.endpoints.len(),
+            self.slots,
+            self.kubelet_socket,
+            self.config.poll_interval
+        );
+        let ticks = tick(self.config.poll_interval);
+        self.on_tick();
+        loop {
+            select! {
+                recv(inbox.signals) -> event => match event {
+                    Ok(SignalEvent::Stop(name)) => {
+                        log::info!("received {name}, stopping");
+                        return;
+                    }
+                    Ok(SignalEvent::Reregister) => self.reregister_all(Trigger::Sighup),
+                    Err(_) => return,
+                },
+                recv(inbox.registered) -> outcome => {
+                    if let Ok(outcome) = outcome {
+                        let now = Instant::now();
+                        let socket = self.kubelet_socket.clone();
+                        if let Some(endpoint) = self.endpoints.get_mut(outcome.endpoint) {
+                            endpoint.on_registered(outcome, &socket, now);
+                        }
+                    }
+                },
+                recv(inbox.stream_ended) -> ended => {
+                    if let Ok(ended) = ended {
+                        if let Some(endpoint) = self.endpoints.get_mut(ended.endpoint) {
+                            endpoint.on_stream_ended(&ended);
+                        }
+                        // Register at once rather than on the next tick.
+                        self.register_due(Instant::now());
+                    }
+                },
+                recv(ticks) -> _ => self.on_tick(),
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.check_health();
+        self.check_kubelet();
+        for endpoint in &mut self.endpoints {
+            endpoint.check_socket(&self.shared, now);
+        }
+        self.register_due(now);
+    }
+
+    fn register_due(&mut self, now: Instant) {
+        if self.kubelet_identity.is_none() {
+            return;
+        }
+        for endpoint in &mut self.endpoints {
+            endpoint.register_if_due(&self.shared, now);
+        }
+    }
+
+    fn check_health(&mut self) {
+        let health = self.probe.check();
+        if health == self.health {
+            return;
+        }
+        log_health(&health, &self.config.device_path.display().to_string());
+        let list = Arc::new(device_list(self.slots, &health));
+        for endpoint in &self.endpoints {
+            endpoint.publish(Arc::clone(&list));
+        }
+        self.health = health;
+    }
+
+    fn check_kubelet(&mut self) {
+        let identity = match SocketIdentity::of(&self.config.kubelet_socket) {
+            Ok(identity) => identity,
+            Err(errno) => {
+                log::debug!("stat {}: {errno}", self.kubelet_socket);
+                return;
+            }
+        };
+        if identity == self.kubelet_identity {
+            return;
+        }
+        let previous = std::mem::replace(&mut self.kubelet_identity, identity);
+        match (previous, identity) {
+            (_, None) => {
+                log::warn!(
+                    "kubelet socket {} removed; waiting for the kubelet to create it again",
+                    self.kubelet_socket
+                );
+                self.endpoints.iter_mut().for_each(Endpoint::kubelet_gone);
+            }
+            (None, Some(_)) => self.reregister_all(Trigger::KubeletSocketCreated),
+            (Some(_), Some(_)) => self.reregister_all(Trigger::KubeletSocketReplaced),
+        }
+    }
+
+    fn reregister_all(&mut self, trigger: Trigger) {
+        for endpoint in &mut self.endpoints {
+            endpoint.request_registration(trigger);
+        }
+    }
+
+    fn stop(&mut self) {
+        for endpoint in &mut self.endpoints {
+            endpoint.stop();
+        }
+        log::info!("stopped");
+    }
+}
+
+fn log_health(health: &Health, device_path: &str) {
+    match health {
+        Health::Healthy => log::info!("device {device_path} is healthy"),
+        Health::Unhealthy(reason) => {
+            log::warn!("device {device_path} is unhealthy, all slots marked Unhealthy: {reason}")
+        }
+    }
+}
