@@ -308,8 +308,13 @@ mod tests {
 
     #[test]
     fn duplicate_resource_name_rejected() {
-        let error = args(&["--resource-name", "squat.ai/tun", "--resource-name", "squat.ai/tun"])
-            .expect_err("duplicate is rejected");
+        let error = args(&[
+            "--resource-name",
+            "squat.ai/tun",
+            "--resource-name",
+            "squat.ai/tun",
+        ])
+        .expect_err("duplicate is rejected");
         assert_eq!(error.flag, "--resource-name");
     }
 

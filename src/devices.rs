@@ -161,7 +161,9 @@ mod tests {
 
     #[test]
     fn non_canonical_ids_unknown() {
-        for id in ["tun1000", "tun01", "tun", "tun-1", "tun+1", "Tun1", "tap1", "1", ""] {
+        for id in [
+            "tun1000", "tun01", "tun", "tun-1", "tun+1", "Tun1", "tap1", "1", "",
+        ] {
             assert_eq!(parse_slot_id(id, 1000), None, "{id:?}");
         }
         assert_eq!(parse_slot_id("tun99999999999999999999", u32::MAX), None);

@@ -140,7 +140,7 @@ impl Retry {
 
     /// Records a success and returns how many failures preceded it.
     fn succeed(&mut self) -> u32 {
-        std::mem::replace(self, Retry::default()).failures
+        std::mem::take(self).failures
     }
 }
 

@@ -46,8 +46,8 @@ fn parse_flags() -> Result<Config, ExitCode> {
         .map(String::as_str)
         .unwrap_or("tun-manager");
     let flags: Vec<&str> = arguments.iter().skip(1).map(String::as_str).collect();
-    let args = Args::from_args(&[command], &flags).map_err(|early_exit| {
-        match early_exit.status {
+    let args =
+        Args::from_args(&[command], &flags).map_err(|early_exit| match early_exit.status {
             Ok(()) => {
                 println!("{}", early_exit.output);
                 ExitCode::SUCCESS
@@ -57,8 +57,7 @@ fn parse_flags() -> Result<Config, ExitCode> {
                 eprintln!("Run {command} --help for the list of flags.");
                 ExitCode::from(EXIT_USAGE)
             }
-        }
-    })?;
+        })?;
     Config::from_args(args).map_err(|error| {
         eprintln!("tun-manager: {error}");
         ExitCode::from(EXIT_USAGE)

@@ -154,7 +154,9 @@ impl DevicePlugin for DevicePluginService {
         let resource = context.resource.clone();
         let report = context.stream_ended.clone();
         let on_end = move |end: StreamEnd| match end {
-            StreamEnd::Stopped => log::debug!("ListAndWatch for {resource} stopped with the server"),
+            StreamEnd::Stopped => {
+                log::debug!("ListAndWatch for {resource} stopped with the server")
+            }
             StreamEnd::Closed(reason) => {
                 log::info!("kubelet ended ListAndWatch for {resource}: {reason}");
                 // The supervisor is gone only during shutdown, when nobody needs the report.

@@ -151,14 +151,32 @@ mod tests {
             ("tun", ResourceNameError::MissingDomain),
             ("kubernetes.io/tun", ResourceNameError::ReservedDomain),
             ("node.kubernetes.io/tun", ResourceNameError::ReservedDomain),
-            ("Squat.ai/tun", ResourceNameError::InvalidDomain("Squat.ai".into())),
+            (
+                "Squat.ai/tun",
+                ResourceNameError::InvalidDomain("Squat.ai".into()),
+            ),
             ("/tun", ResourceNameError::InvalidDomain(String::new())),
-            ("-squat.ai/tun", ResourceNameError::InvalidDomain("-squat.ai".into())),
-            ("squat..ai/tun", ResourceNameError::InvalidDomain("squat..ai".into())),
+            (
+                "-squat.ai/tun",
+                ResourceNameError::InvalidDomain("-squat.ai".into()),
+            ),
+            (
+                "squat..ai/tun",
+                ResourceNameError::InvalidDomain("squat..ai".into()),
+            ),
             ("squat.ai/", ResourceNameError::InvalidName(String::new())),
-            ("squat.ai/tun/x", ResourceNameError::InvalidName("tun/x".into())),
-            ("squat.ai/-tun", ResourceNameError::InvalidName("-tun".into())),
-            ("squat.ai/tun!", ResourceNameError::InvalidName("tun!".into())),
+            (
+                "squat.ai/tun/x",
+                ResourceNameError::InvalidName("tun/x".into()),
+            ),
+            (
+                "squat.ai/-tun",
+                ResourceNameError::InvalidName("-tun".into()),
+            ),
+            (
+                "squat.ai/tun!",
+                ResourceNameError::InvalidName("tun!".into()),
+            ),
         ];
         for (value, expected) in cases {
             assert_eq!(ResourceName::parse(value), Err(expected), "{value}");
@@ -186,7 +204,13 @@ mod tests {
         let socket = |name: &str| ResourceName::parse(name).expect("valid").socket_name();
         assert_eq!(socket("devices.anza-labs.dev/tun"), "tun.sock");
         assert_eq!(socket("squat.ai/tun"), "squat.ai_tun.sock");
-        assert_eq!(socket("smarter-devices/net_tun"), "smarter-devices_net_tun.sock");
-        assert_eq!(socket("devices.kubevirt.io/tun"), "devices.kubevirt.io_tun.sock");
+        assert_eq!(
+            socket("smarter-devices/net_tun"),
+            "smarter-devices_net_tun.sock"
+        );
+        assert_eq!(
+            socket("devices.kubevirt.io/tun"),
+            "devices.kubevirt.io_tun.sock"
+        );
     }
 }

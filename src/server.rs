@@ -48,7 +48,11 @@ impl fmt::Display for ServeError {
                 path.display()
             ),
             Self::Stat(path, error) => {
-                write!(f, "failed to stat plugin socket {}: {error}", path.display())
+                write!(
+                    f,
+                    "failed to stat plugin socket {}: {error}",
+                    path.display()
+                )
             }
         }
     }

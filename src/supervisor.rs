@@ -28,6 +28,10 @@ pub enum StartError {
     Signals(std::io::Error),
     /// A plugin socket could not be served.
     Serve(ServeError),
+    /// The supervisor thread could not be spawned.
+    Thread(std::io::Error),
+    /// The supervisor thread panicked; its message is in the log above.
+    Panicked,
 }
 
 impl fmt::Display for StartError {
@@ -35,6 +39,8 @@ impl fmt::Display for StartError {
         match self {
             Self::Signals(error) => write!(f, "failed to install signal handlers: {error}"),
             Self::Serve(error) => error.fmt(f),
+            Self::Thread(error) => write!(f, "failed to spawn the supervisor thread: {error}"),
+            Self::Panicked => write!(f, "the supervisor thread panicked"),
         }
     }
 }
@@ -48,15 +54,22 @@ struct Inbox {
     stream_ended: Receiver<StreamEnded>,
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. Returns an error only if it cannot start; every
-/// later failure is logged and retried.
+/// Runs the daemon on a thread named `supervisor` until SIGTERM or SIGINT. Returns an error
+/// only if it cannot start; every later failure is logged and retried.
 pub fn run(config: Config) -> Result<(), StartError> {
     let (signal_sender, signals) = unbounded();
     let signal_thread = SignalThread::start(signal_sender).map_err(StartError::Signals)?;
-    let result = Supervisor::start(&config, signals).map(|(mut supervisor, inbox)| {
-        supervisor.run(&inbox);
-        supervisor.stop();
-    });
+    let supervisor = std::thread::Builder::new()
+        .name("supervisor".into())
+        .spawn(move || {
+            let (mut supervisor, inbox) = Supervisor::start(&config, signals)?;
+            supervisor.run(&inbox);
+            supervisor.stop();
+            log::info!("stopped");
+            Ok(())
+        })
+        .map_err(StartError::Thread)?;
+    let result = supervisor.join().unwrap_or(Err(StartError::Panicked));
     signal_thread.stop();
     result
 }
@@ -74,7 +87,8 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(config: &Config, signals: Receiver<SignalEvent>) -> Result<(Self, Inbox), StartError> {
-        let env: Arc<Environment> = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
+        let env: Arc<Environment> =
+            Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
         let (stream_sender, stream_ended) = unbounded();
         let (registered_sender, registered) = unbounded();
         let shared = Shared {
@@ -245,7 +259,6 @@ impl Supervisor {
         for endpoint in &mut self.endpoints {
             endpoint.stop();
         }
-        log::info!("stopped");
     }
 }
 
