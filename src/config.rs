@@ -30,7 +30,7 @@ pub const DEFAULT_DEVICE_PATH: &str = "/dev/net/tun";
 pub const DEFAULT_SYSFS_ROOT: &str = "/sys";
 /// Default supervisor poll interval in milliseconds.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 100;
-/// Accepted range for `--poll-interval-ms`.
+/// Accepted range for `--poll-interval-ms` and the probe's `--timeout-ms`.
 pub const POLL_INTERVAL_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
 /// Longest unix socket path the kernel accepts: `sun_path` is 108 bytes including the NUL.
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
@@ -75,6 +75,18 @@ pub struct Args {
     /// log level: error, warn, info, debug or trace; RUST_LOG overrides it (default: info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
+
+    #[argh(subcommand)]
+    /// a subcommand instead of the daemon
+    pub command: Option<Command>,
+}
+
+/// Subcommands of the binary.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    /// Liveness check of a running daemon.
+    Probe(crate::probe::ProbeArgs),
 }
 
 /// Validated daemon configuration.
@@ -137,7 +149,7 @@ impl Config {
         }
         let device_path = check_absolute("--device-path", args.device_path)?;
         let sysfs_root = check_absolute("--sysfs-root", args.sysfs_root)?;
-        let poll_interval = check_poll_interval(args.poll_interval_ms)?;
+        let poll_interval = check_milliseconds("--poll-interval-ms", args.poll_interval_ms)?;
         let log_level = parse_log_level(&args.log_level)?;
         Ok(Config {
             resources,
@@ -157,7 +169,8 @@ impl Config {
     }
 }
 
-fn parse_resource_names(values: &[String]) -> Result<Vec<ResourceName>, ConfigError> {
+/// Parses repeated `--resource-name` values, falling back to the default resource.
+pub(crate) fn parse_resource_names(values: &[String]) -> Result<Vec<ResourceName>, ConfigError> {
     if values.is_empty() {
         let default = ResourceName::parse(DEFAULT_RESOURCE_NAME)
             .map_err(|error| resource_error(DEFAULT_RESOURCE_NAME, error))?;
@@ -199,7 +212,7 @@ fn check_devices(devices: u32) -> Result<u32, ConfigError> {
     Ok(devices)
 }
 
-fn check_absolute(flag: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+pub(crate) fn check_absolute(flag: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
     if !path.is_absolute() {
         return Err(ConfigError {
             flag,
@@ -225,10 +238,14 @@ fn check_socket_length(flag: &'static str, path: &Path) -> Result<(), ConfigErro
     Ok(())
 }
 
-fn check_poll_interval(milliseconds: u64) -> Result<Duration, ConfigError> {
+/// Checks a duration flag in milliseconds against `POLL_INTERVAL_RANGE_MS`.
+pub(crate) fn check_milliseconds(
+    flag: &'static str,
+    milliseconds: u64,
+) -> Result<Duration, ConfigError> {
     if !POLL_INTERVAL_RANGE_MS.contains(&milliseconds) {
         return Err(ConfigError {
-            flag: "--poll-interval-ms",
+            flag,
             value: milliseconds.to_string(),
             reason: format!(
                 "must be between {} and {} milliseconds",

@@ -15,6 +15,7 @@ pub mod fanout;
 pub mod kubelet;
 pub mod logging;
 pub mod plugin;
+pub mod probe;
 pub mod resource;
 pub mod server;
 pub mod signals;
