@@ -52,7 +52,11 @@ fn generate_services(out_dir: &Path) -> Result<(), Box<dyn Error>> {
     let mut descriptors = Vec::with_capacity(parsed.file_descriptors.len());
     for descriptor in &parsed.file_descriptors {
         let bytes = descriptor.write_to_bytes()?;
-        descriptors.push(<protobuf2::descriptor::FileDescriptorProto as protobuf2::Message>::parse_from_bytes(&bytes)?);
+        descriptors.push(
+            <protobuf2::descriptor::FileDescriptorProto as protobuf2::Message>::parse_from_bytes(
+                &bytes,
+            )?,
+        );
     }
     let targets: Vec<String> = parsed
         .relative_paths
