@@ -1,5 +1,5 @@
-//! Answers to `Allocate` and `GetPreferredAllocation`, kept free of gRPC so they can be tested
-//! directly and so `Allocate` does nothing but check IDs and copy a prepared answer.
+//! Responses to `Allocate` and `GetPreferredAllocation`, kept free of gRPC so they can be tested
+//! directly and so `Allocate` does nothing but check IDs and copy a prepared response.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -17,7 +17,7 @@ pub const CONTAINER_DEVICE_PATH: &str = "/dev/net/tun";
 /// the node fail inside the container.
 pub const DEVICE_PERMISSIONS: &str = "rwm";
 
-/// Why an `Allocate` request was rejected.
+/// Rejection of an `Allocate` request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AllocateError {
     /// A container request named an ID this resource does not advertise.
@@ -69,7 +69,7 @@ impl fmt::Display for AllocateError {
 
 impl std::error::Error for AllocateError {}
 
-/// Builds `Allocate` answers for one resource: every slot maps to the same device spec.
+/// Builds `Allocate` responses for one resource: every slot maps to the same device spec.
 #[derive(Debug, Clone)]
 pub struct Allocator {
     slots: u32,
@@ -128,7 +128,7 @@ impl Allocator {
 
 /// Picks devices for each container: the must-include IDs first, then available ones in the
 /// kubelet's order, up to the allocation size. Every slot is the same device, so any choice is
-/// as good as another; this only has to be a valid answer.
+/// as good as another; this only has to be a valid response.
 pub fn preferred_allocation(request: &PreferredAllocationRequest) -> PreferredAllocationResponse {
     let mut response = PreferredAllocationResponse::new();
     for container in &request.container_requests {

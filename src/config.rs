@@ -32,7 +32,7 @@ pub const DEFAULT_SYSFS_ROOT: &str = "/sys";
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 100;
 /// Accepted range for `--poll-interval-ms` and the probe's `--timeout-ms`.
 pub const POLL_INTERVAL_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
-/// Longest unix socket path the kernel accepts: `sun_path` is 108 bytes including the NUL.
+/// Maximum unix socket path length the kernel accepts: `sun_path` is 108 bytes including the NUL.
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 
 /// Kubernetes device plugin that grants /dev/net/tun to the containers that request it.
@@ -102,7 +102,7 @@ pub struct Config {
     pub kubelet_socket: PathBuf,
     /// Host path of the tun device node.
     pub device_path: PathBuf,
-    /// Where sysfs is mounted.
+    /// Mount point of sysfs.
     pub sysfs_root: PathBuf,
     /// Supervisor poll interval.
     pub poll_interval: Duration,
@@ -117,7 +117,7 @@ pub struct ConfigError {
     pub flag: &'static str,
     /// The rejected value as given.
     pub value: String,
-    /// Why it was rejected and what to pass instead.
+    /// Reason for the rejection, with the value to pass instead.
     pub reason: String,
 }
 

@@ -66,7 +66,7 @@ pub fn device_list(slots: u32, health: &Health) -> ListAndWatchResponse {
 pub enum Health {
     /// The node is a tun character device and the kernel has the tun driver.
     Healthy,
-    /// Containers given the node could not use it; the reason says why.
+    /// Containers given the node could not use it, for the stated reason.
     Unhealthy(String),
 }
 

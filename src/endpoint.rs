@@ -21,10 +21,10 @@ use crate::server::{PluginServer, ServeError};
 
 /// First delay after a failed Register call.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest delay between Register attempts or between attempts to serve the socket.
+/// Maximum delay between Register attempts or between attempts to serve the socket.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Why a resource registers again; each is logged by name when it fires.
+/// Cause of a new registration, logged by name when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// The daemon just started.
@@ -74,9 +74,9 @@ pub struct Shared {
     pub env: Arc<Environment>,
     /// The kubelet's Registration client.
     pub kubelet: KubeletClient,
-    /// Where services report ended streams.
+    /// Channel for ended-stream reports from the services.
     pub stream_ended: Sender<StreamEnded>,
-    /// Where Register outcomes go.
+    /// Channel for Register outcomes.
     pub registered: Sender<Registered>,
     /// Supervisor poll interval, also used by idle streams.
     pub poll_interval: Duration,

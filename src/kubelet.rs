@@ -61,7 +61,8 @@ impl KubeletClient {
     }
 
     /// Starts a Register call for `resource` served at `endpoint` (a file name in the plugin
-    /// directory) and calls `on_done` with the outcome from a gRPC thread. It never blocks.
+    /// directory) and calls `on_done` with the outcome from a gRPC thread. The call is asynchronous,
+    /// so this returns before the kubelet replies.
     pub fn register(
         &self,
         resource: &ResourceName,

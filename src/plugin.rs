@@ -1,6 +1,6 @@
 //! The `DevicePlugin` gRPC service of one resource name, as served by one server instance.
 //!
-//! Handlers answer from state fixed at construction (the allocator) or from the fan-out, so no
+//! Handlers reply from state fixed at construction (the allocator) or from the fan-out, so no
 //! handler waits on the supervisor. Each ListAndWatch stream runs on its own named thread,
 //! which this service tracks so the server can join them when it stops.
 
@@ -30,11 +30,11 @@ pub struct StreamEnded {
     pub endpoint: usize,
     /// Registration epoch that was current when the stream opened.
     pub epoch: u64,
-    /// What ended it.
+    /// Cause of the end.
     pub reason: String,
 }
 
-/// What a service instance needs from the endpoint that owns it.
+/// Settings and channels a service instance gets from the endpoint that owns it.
 pub struct ServiceContext {
     /// Index of the resource, echoed in `StreamEnded`.
     pub endpoint: usize,
@@ -46,7 +46,7 @@ pub struct ServiceContext {
     pub fanout: Arc<Fanout>,
     /// Registration epoch, bumped by the supervisor on every Register attempt.
     pub epoch: Arc<AtomicU64>,
-    /// Where stream ends are reported.
+    /// Channel for stream-end reports.
     pub stream_ended: Sender<StreamEnded>,
     /// How often an idle stream checks whether the kubelet went away.
     pub poll_interval: Duration,
@@ -110,7 +110,7 @@ impl DevicePluginService {
     }
 }
 
-/// Sends a unary answer on the call's completion queue; a failed send means the caller left.
+/// Sends a unary reply on the call's completion queue. A failed send means the caller left.
 fn reply<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, answer: Result<T, RpcStatus>) {
     let sent = match answer {
         Ok(message) => sink.success(message),

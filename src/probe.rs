@@ -1,7 +1,7 @@
 //! The `probe` subcommand: a liveness check that needs no extra binary in the image.
 //!
 //! It calls GetDevicePluginOptions on every plugin socket the daemon serves and reports the
-//! first one that does not answer within the deadline.
+//! first one that does not respond within the deadline.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,8 +19,8 @@ use crate::resource::ResourceName;
 /// Default probe deadline in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 
-/// Check that the daemon answers on its plugin sockets; exits 0 when every socket answers
-/// GetDevicePluginOptions in time, 1 with a one-line reason otherwise.
+/// Check that the daemon responds on its plugin sockets. Exits 0 when every socket returns
+/// GetDevicePluginOptions in time, or 1 with a one-line reason.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "probe")]
 pub struct ProbeArgs {
@@ -34,7 +34,7 @@ pub struct ProbeArgs {
     #[argh(option, default = "PathBuf::from(DEFAULT_PLUGIN_DIR)")]
     pub plugin_dir: PathBuf,
 
-    /// milliseconds to wait for each answer, from 10 to 60000 (default: 1000)
+    /// milliseconds to wait for each response, from 10 to 60000 (default: 1000)
     #[argh(option, default = "DEFAULT_TIMEOUT_MS")]
     pub timeout_ms: u64,
 }
@@ -46,7 +46,7 @@ pub struct Probe {
     timeout: Duration,
 }
 
-/// Why the probe failed.
+/// Failure of the probe on one socket.
 #[derive(Debug)]
 pub struct ProbeError {
     socket: PathBuf,

@@ -21,7 +21,7 @@ pub struct ResourceName {
     name: String,
 }
 
-/// Why a string is not an extended resource name.
+/// Violation of the kubelet's rules for extended resource names.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ResourceNameError {
     /// No `/` separates the domain from the name.
@@ -75,7 +75,7 @@ impl ResourceName {
         })
     }
 
-    /// Returns the name as the kubelet sees it.
+    /// Returns the name as registered with the kubelet.
     pub fn as_str(&self) -> &str {
         &self.name
     }

@@ -14,10 +14,10 @@ use crate::api::api_grpc::create_device_plugin;
 use crate::kubelet::SocketIdentity;
 use crate::plugin::DevicePluginService;
 
-/// Why the plugin socket could not be served.
+/// Failure to serve the plugin socket.
 #[derive(Debug)]
 pub enum ServeError {
-    /// Another server already answers on the socket.
+    /// Another server already responds on the socket.
     InUse(PathBuf),
     /// A stale file at the socket path could not be removed.
     RemoveStale(PathBuf, io::Error),
@@ -32,7 +32,7 @@ impl fmt::Display for ServeError {
         match self {
             Self::InUse(path) => write!(
                 f,
-                "another server already answers on plugin socket {}; stop the other \
+                "another server already listens on plugin socket {}; stop the other \
                  tun-manager or pass a different --plugin-dir",
                 path.display()
             ),
@@ -71,7 +71,7 @@ pub struct PluginServer {
 
 impl PluginServer {
     /// Serves `service` on `path`, after removing a stale socket file there. Fails with
-    /// `ServeError::InUse` when a live server answers on `path`; gRPC would unlink its socket.
+    /// `ServeError::InUse` when a live server responds on `path`, because gRPC would unlink its socket.
     pub fn start(
         env: &Arc<Environment>,
         path: &Path,
@@ -133,12 +133,12 @@ impl PluginServer {
     }
 }
 
-/// Removes a socket file that nobody serves. A successful connect means a live server owns it.
+/// Removes a socket file that no server listens on. A successful connect means a live server owns it.
 fn remove_stale_socket(path: &Path) -> Result<(), ServeError> {
     match UnixStream::connect(path) {
         Ok(_) => return Err(ServeError::InUse(path.to_owned())),
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => log::debug!("no server answers on {}: {error}", path.display()),
+        Err(error) => log::debug!("no server listens on {}: {error}", path.display()),
     }
     match std::fs::remove_file(path) {
         Ok(()) => {

@@ -22,7 +22,7 @@ use crate::fanout::DeviceList;
 /// How long a pending send or close sleeps between polls of its future.
 const PENDING_POLL: Duration = Duration::from_millis(1);
 
-/// How a stream ended.
+/// Cause of a stream's end.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamEnd {
     /// Our server is stopping; nobody needs to react.

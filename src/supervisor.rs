@@ -1,9 +1,9 @@
 //! The supervisor: the one thread that owns all daemon state and decides every action.
 //!
 //! It waits on signals, Register outcomes, ended streams and a poll tick. On each tick it stats
-//! kubelet.sock (a new inode means the kubelet restarted), each plugin socket (missing or
-//! replaced means the kubelet or someone else removed it) and the device node (health), then
-//! serves, registers and publishes device lists as needed.
+//! kubelet.sock, where a new inode means the kubelet restarted. It stats each plugin socket,
+//! which the kubelet deletes when it restarts, and the device node for health. Then it serves,
+//! registers and publishes device lists as needed.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::plugin::StreamEnded;
 use crate::server::ServeError;
 use crate::signals::{SignalEvent, SignalThread};
 
-/// Why the daemon could not start.
+/// Error that stops the daemon at start.
 #[derive(Debug)]
 pub enum StartError {
     /// Signal handlers could not be installed.
