@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError};
 use futures::task::noop_waker;
@@ -21,6 +21,8 @@ use crate::fanout::DeviceList;
 
 /// How long a pending send or close sleeps between polls of its future.
 const PENDING_POLL: Duration = Duration::from_millis(1);
+/// Maximum wait for the kubelet to take the final status of a stream when the server stops.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Cause of a stream's end.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,12 +43,12 @@ pub fn forward(
     loop {
         select! {
             recv(stop) -> _ => {
-                close(sink, &stop);
+                close(sink);
                 return StreamEnd::Stopped;
             }
             recv(updates) -> list => {
                 let Ok(list) = list else {
-                    close(sink, &stop);
+                    close(sink);
                     return StreamEnd::Stopped;
                 };
                 // Only the newest list matters when several queued up.
@@ -77,16 +79,30 @@ fn closed_by_peer(sink: &mut ServerStreamingSink<ListAndWatchResponse>) -> Optio
     }
 }
 
-/// Ends the call with an OK status; gives up and cancels it if `stop` is already closed and the
-/// close cannot finish, so a stuck peer never holds up shutdown.
-fn close(mut sink: ServerStreamingSink<ListAndWatchResponse>, stop: &Receiver<()>) {
-    if let Some(Err(error)) = drive(sink.close(), stop) {
-        log::debug!("closing ListAndWatch stream: {error}");
+/// Ends the call with an OK status, or gives up after `CLOSE_TIMEOUT` so that a stuck peer
+/// never holds up shutdown. Dropping an unclosed sink cancels the call.
+fn close(mut sink: ServerStreamingSink<ListAndWatchResponse>) {
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    let waker = noop_waker();
+    let mut context = Context::from_waker(&waker);
+    let mut closing = sink.close();
+    loop {
+        match Pin::new(&mut closing).poll(&mut context) {
+            Poll::Ready(Ok(())) => return,
+            Poll::Ready(Err(error)) => {
+                log::debug!("failed to close a ListAndWatch stream: {error}");
+                return;
+            }
+            Poll::Pending if Instant::now() >= deadline => {
+                log::debug!("closing a ListAndWatch stream timed out after {CLOSE_TIMEOUT:?}");
+                return;
+            }
+            Poll::Pending => thread::sleep(PENDING_POLL),
+        }
     }
 }
 
 /// Polls `future` to completion, or returns None once `stop` fires while it is still pending.
-/// A stop that already fired allows one more poll, so a close that completes at once still does.
 fn drive<F: Future + Unpin>(mut future: F, stop: &Receiver<()>) -> Option<F::Output> {
     let waker = noop_waker();
     let mut context = Context::from_waker(&waker);
