@@ -140,12 +140,20 @@ impl Config {
         let devices = check_devices(args.devices)?;
         let plugin_dir = check_absolute("--plugin-dir", args.plugin_dir)?;
         let kubelet_socket = match args.kubelet_socket {
-            Some(path) => check_absolute("--kubelet-socket", path)?,
-            None => plugin_dir.join(KUBELET_SOCKET_NAME),
+            Some(path) => {
+                let path = check_absolute("--kubelet-socket", path)?;
+                check_socket_length("--kubelet-socket", &path, &path)?;
+                path
+            }
+            None => {
+                let path = plugin_dir.join(KUBELET_SOCKET_NAME);
+                check_socket_length("--plugin-dir", &plugin_dir, &path)?;
+                path
+            }
         };
-        check_socket_length("--kubelet-socket", &kubelet_socket)?;
         for resource in &resources {
-            check_socket_length("--plugin-dir", &plugin_dir.join(resource.socket_name()))?;
+            let socket = plugin_dir.join(resource.socket_name());
+            check_socket_length("--plugin-dir", &plugin_dir, &socket)?;
         }
         let device_path = check_absolute("--device-path", args.device_path)?;
         let sysfs_root = check_absolute("--sysfs-root", args.sysfs_root)?;
@@ -223,15 +231,17 @@ pub(crate) fn check_absolute(flag: &'static str, path: PathBuf) -> Result<PathBu
     Ok(path)
 }
 
-fn check_socket_length(flag: &'static str, path: &Path) -> Result<(), ConfigError> {
-    let length = path.as_os_str().len();
+/// Rejects `value` of `flag` when the socket path it leads to is too long for a unix socket.
+fn check_socket_length(flag: &'static str, value: &Path, socket: &Path) -> Result<(), ConfigError> {
+    let length = socket.as_os_str().len();
     if length > MAX_SOCKET_PATH_BYTES {
         return Err(ConfigError {
             flag,
-            value: path.display().to_string(),
+            value: value.display().to_string(),
             reason: format!(
-                "the socket path is {length} bytes, over the {MAX_SOCKET_PATH_BYTES}-byte unix \
-                 socket limit; choose a shorter directory"
+                "socket path {} is {length} bytes, over the {MAX_SOCKET_PATH_BYTES}-byte unix \
+                 socket limit; choose a shorter path",
+                socket.display()
             ),
         });
     }
@@ -339,6 +349,9 @@ mod tests {
     fn long_socket_path_rejected() {
         let long_dir = format!("/{}", "d".repeat(100));
         let error = args(&["--plugin-dir", &long_dir]).expect_err("path too long");
+        assert_eq!(error.flag, "--plugin-dir");
+        let long_socket = format!("{long_dir}/kubelet.sock");
+        let error = args(&["--kubelet-socket", &long_socket]).expect_err("path too long");
         assert_eq!(error.flag, "--kubelet-socket");
         let error = args(&[
             "--plugin-dir",

@@ -216,7 +216,7 @@ impl Endpoint {
     pub fn check_socket(&mut self, shared: &Shared, now: Instant) {
         if let Some(server) = &self.server {
             let trigger = match SocketIdentity::of(&self.socket_path) {
-                Ok(Some(identity)) if identity == server.identity() => return,
+                Ok(Some(identity)) if Some(identity) == server.identity() => return,
                 Ok(Some(_)) => Trigger::PluginSocketReplaced,
                 Ok(None) => Trigger::PluginSocketDeleted,
                 Err(errno) => {
@@ -341,14 +341,18 @@ impl Endpoint {
         }
     }
 
-    /// Asks for a new registration if the stream that ended belonged to the current one.
+    /// Asks for a new registration if the stream that ended belonged to the current
+    /// registration, whether the kubelet already accepted it or its Register call is in flight.
     pub fn on_stream_ended(&mut self, ended: &StreamEnded) {
         let current = self.epoch.load(Ordering::SeqCst);
-        if self.registration.registered && ended.epoch == current {
+        let state = &self.registration;
+        let current_registration = state.registered || state.in_flight == Some(current);
+        if ended.epoch == current && current_registration {
             self.request_registration(Trigger::StreamEnded);
         } else {
             log::debug!(
-                "ignored the end of a ListAndWatch stream of {} from registration {} (current {current})",
+                "ignored the end of a ListAndWatch stream of {} from registration {} \
+                 (current {current})",
                 self.resource,
                 ended.epoch
             );

@@ -23,7 +23,7 @@ pub enum ServeError {
     RemoveStale(PathBuf, io::Error),
     /// gRPC could not build the server or listen on the socket.
     Bind(PathBuf, grpcio::Error),
-    /// The socket vanished right after binding.
+    /// The socket could not be checked right after binding.
     Stat(PathBuf, nix::Error),
 }
 
@@ -66,7 +66,7 @@ pub struct PluginServer {
     service: DevicePluginService,
     stop_streams: Sender<()>,
     path: PathBuf,
-    identity: SocketIdentity,
+    identity: Option<SocketIdentity>,
 }
 
 impl PluginServer {
@@ -91,9 +91,10 @@ impl PluginServer {
             )
             .map_err(bind_error)?;
         server.start();
-        let identity = SocketIdentity::of(path)
-            .map_err(|errno| ServeError::Stat(path.to_owned(), errno))?
-            .ok_or_else(|| ServeError::Stat(path.to_owned(), nix::Error::ENOENT))?;
+        // None when a restarting kubelet deleted the socket right after the bind; the
+        // supervisor sees no matching socket on its next tick and serves afresh.
+        let identity =
+            SocketIdentity::of(path).map_err(|errno| ServeError::Stat(path.to_owned(), errno))?;
         Ok(PluginServer {
             server,
             service,
@@ -103,8 +104,9 @@ impl PluginServer {
         })
     }
 
-    /// Returns the device and inode of the socket this server bound.
-    pub fn identity(&self) -> SocketIdentity {
+    /// Returns the device and inode of the socket this server bound, or None if it was deleted
+    /// before it could be checked.
+    pub fn identity(&self) -> Option<SocketIdentity> {
         self.identity
     }
 
@@ -122,7 +124,8 @@ impl PluginServer {
                 self.path.display()
             );
         }
-        if SocketIdentity::of(&self.path).ok().flatten() == Some(self.identity) {
+        let current = SocketIdentity::of(&self.path).ok().flatten();
+        if current.is_some() && current == self.identity {
             if let Err(error) = std::fs::remove_file(&self.path) {
                 log::warn!(
                     "failed to remove plugin socket {}: {error}",

@@ -180,11 +180,13 @@ impl Supervisor {
                 },
                 recv(inbox.stream_ended) -> ended => {
                     if let Ok(ended) = ended {
+                        // A restarting kubelet ends the stream and replaces the sockets. Check
+                        // the sockets first, so one registration covers both triggers.
+                        self.check_kubelet();
                         if let Some(endpoint) = self.endpoints.get_mut(ended.endpoint) {
                             endpoint.on_stream_ended(&ended);
                         }
-                        // Register at once rather than on the next tick.
-                        self.register_due(Instant::now());
+                        self.on_tick();
                     }
                 },
                 recv(ticks) -> _ => self.on_tick(),
