@@ -18,6 +18,18 @@ static NEXT_LOG: AtomicUsize = AtomicUsize::new(0);
 /// Log filter for the daemon: its own debug lines, and info lines from other crates.
 const RUST_LOG: &str = "info,tun_manager=debug";
 
+/// Returns the daemon binary: `TUN_MANAGER_BIN` if set, else the one cargo built for the tests.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TUN_MANAGER_BIN") {
+        return PathBuf::from(path);
+    }
+    // Cargo sets this for integration tests only, so other users must set TUN_MANAGER_BIN.
+    match option_env!("CARGO_BIN_EXE_tun-manager") {
+        Some(built) => PathBuf::from(built),
+        None => panic!("set TUN_MANAGER_BIN to the tun-manager binary to run"),
+    }
+}
+
 /// A running (or exited) tun-manager process.
 pub struct Daemon {
     child: Child,
@@ -44,7 +56,7 @@ impl Daemon {
         let stdout = log
             .try_clone()
             .expect("duplicate the daemon log file handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_tun-manager"))
+        let child = Command::new(binary())
             .args(args)
             .current_dir(sandbox.root())
             .env("RUST_LOG", RUST_LOG)

@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod devnode;
 mod dial_back;
 pub mod kubelet;
+#[allow(unsafe_code)]
+pub mod tun;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
