@@ -23,6 +23,17 @@ use crate::server::{PluginServer, ServeError};
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Maximum delay between Register attempts or between attempts to serve the socket.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Wait between the end of a ListAndWatch stream and the next Register to the same kubelet.
+///
+/// Kubelet v1.37.2 rejects a Register for a socket it still counts as connected, and in doing so
+/// drops its record of that connection, so it misses the connection's end and rejects every
+/// later Register until it restarts. It forgets a connection within milliseconds of the stream
+/// ending, so the plugin waits this long before registering the same socket again.
+// NOTE: 300 ms is an estimate with a wide margin over what the kubelet needs on an idle node;
+// no signal tells the plugin when the kubelet has processed the disconnect.
+pub const SETTLE_DELAY: Duration = Duration::from_millis(300);
+/// Part of the kubelet's error when it still counts the plugin's socket as connected.
+const ALREADY_CONNECTED: &str = "device plugin already connected";
 
 /// Cause of a new registration, logged by name when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +105,14 @@ pub struct Endpoint {
     server: Option<PluginServer>,
     registration: Registration,
     serve_retry: Retry,
+    settle: Option<Settle>,
+}
+
+/// A pause before registering with the kubelet instance that saw our last stream end.
+#[derive(Debug)]
+struct Settle {
+    until: Instant,
+    kubelet: Option<SocketIdentity>,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +183,7 @@ impl Endpoint {
             server: None,
             registration: Registration::default(),
             serve_retry: Retry::default(),
+            settle: None,
         }
     }
 
@@ -212,8 +232,9 @@ impl Endpoint {
     }
 
     /// Checks our socket and serves it afresh if it was deleted or replaced, or if an earlier
-    /// attempt to serve failed and its retry is due.
-    pub fn check_socket(&mut self, shared: &Shared, now: Instant) {
+    /// attempt to serve failed and its retry is due. `kubelet` is the kubelet socket's identity
+    /// as last seen, which the next registration waits on when a stream had to end.
+    pub fn check_socket(&mut self, shared: &Shared, kubelet: Option<SocketIdentity>, now: Instant) {
         if let Some(server) = &self.server {
             let trigger = match SocketIdentity::of(&self.socket_path) {
                 Ok(Some(identity)) if Some(identity) == server.identity() => return,
@@ -229,12 +250,34 @@ impl Endpoint {
                 self.resource,
                 self.socket_path.display()
             );
-            self.stop();
-            self.request_registration(trigger);
+            self.restart(shared, trigger, kubelet, now);
+            return;
         }
         if self.serve_retry.due(now) {
             self.serve_with_retry(shared, now);
         }
+    }
+
+    /// Stops the server, which ends its streams, serves afresh and registers again once the
+    /// kubelet has had time to see the streams end.
+    pub fn restart(
+        &mut self,
+        shared: &Shared,
+        trigger: Trigger,
+        kubelet: Option<SocketIdentity>,
+        now: Instant,
+    ) {
+        self.stop();
+        self.settle_after_stream_end(kubelet, now);
+        self.request_registration(trigger);
+        self.serve_with_retry(shared, now);
+    }
+
+    fn settle_after_stream_end(&mut self, kubelet: Option<SocketIdentity>, now: Instant) {
+        self.settle = Some(Settle {
+            until: now + SETTLE_DELAY,
+            kubelet,
+        });
     }
 
     fn serve_with_retry(&mut self, shared: &Shared, now: Instant) {
@@ -269,9 +312,16 @@ impl Endpoint {
         self.registration.wanted = true;
     }
 
-    /// Starts a Register call when one is wanted, none is in flight, our server is up and the
-    /// backoff allows it.
-    pub fn register_if_due(&mut self, shared: &Shared, now: Instant) {
+    /// Starts a Register call when one is wanted, none is in flight, our server is up, and
+    /// neither the backoff nor a settle delay for this `kubelet` holds it back.
+    pub fn register_if_due(&mut self, shared: &Shared, kubelet: SocketIdentity, now: Instant) {
+        if let Some(settle) = &self.settle {
+            // A restarted kubelet has no record of the old connection, so it needs no wait.
+            if settle.kubelet == Some(kubelet) && now < settle.until {
+                return;
+            }
+            self.settle = None;
+        }
         let state = &mut self.registration;
         if !state.wanted || state.in_flight.is_some() || self.server.is_none() {
             return;
@@ -323,6 +373,17 @@ impl Endpoint {
                     }
                 );
             }
+            Err(error) if error.contains(ALREADY_CONNECTED) => {
+                state.wanted = true;
+                state.retry.fail(now);
+                log::error!(
+                    "the kubelet at {kubelet_socket} rejected {} because it still counts {} as \
+                     connected: {error}; kubelet v1.37 keeps that state until it restarts, so \
+                     restart the kubelet if this repeats",
+                    self.resource,
+                    self.socket_name
+                );
+            }
             Err(error) => {
                 state.wanted = true;
                 if state.retry.fail(now) {
@@ -343,11 +404,17 @@ impl Endpoint {
 
     /// Asks for a new registration if the stream that ended belonged to the current
     /// registration, whether the kubelet already accepted it or its Register call is in flight.
-    pub fn on_stream_ended(&mut self, ended: &StreamEnded) {
+    pub fn on_stream_ended(
+        &mut self,
+        ended: &StreamEnded,
+        kubelet: Option<SocketIdentity>,
+        now: Instant,
+    ) {
         let current = self.epoch.load(Ordering::SeqCst);
         let state = &self.registration;
         let current_registration = state.registered || state.in_flight == Some(current);
         if ended.epoch == current && current_registration {
+            self.settle_after_stream_end(kubelet, now);
             self.request_registration(Trigger::StreamEnded);
         } else {
             log::debug!(

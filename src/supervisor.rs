@@ -166,7 +166,7 @@ impl Supervisor {
                         log::info!("received {name}, stopping");
                         return;
                     }
-                    Ok(SignalEvent::Reregister) => self.reregister_all(Trigger::Sighup),
+                    Ok(SignalEvent::Reregister) => self.restart_all(Trigger::Sighup),
                     Err(_) => return,
                 },
                 recv(inbox.registered) -> outcome => {
@@ -183,8 +183,9 @@ impl Supervisor {
                         // A restarting kubelet ends the stream and replaces the sockets. Check
                         // the sockets first, so one registration covers both triggers.
                         self.check_kubelet();
+                        let kubelet = self.kubelet_identity;
                         if let Some(endpoint) = self.endpoints.get_mut(ended.endpoint) {
-                            endpoint.on_stream_ended(&ended);
+                            endpoint.on_stream_ended(&ended, kubelet, Instant::now());
                         }
                         self.on_tick();
                     }
@@ -197,19 +198,21 @@ impl Supervisor {
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.check_health();
-        self.check_kubelet();
+        // Sockets before the kubelet: a socket deleted by a restarting kubelet must be tied to
+        // the old kubelet instance, so that the new one is registered with at once.
         for endpoint in &mut self.endpoints {
-            endpoint.check_socket(&self.shared, now);
+            endpoint.check_socket(&self.shared, self.kubelet_identity, now);
         }
+        self.check_kubelet();
         self.register_due(now);
     }
 
     fn register_due(&mut self, now: Instant) {
-        if self.kubelet_identity.is_none() {
+        let Some(kubelet) = self.kubelet_identity else {
             return;
-        }
+        };
         for endpoint in &mut self.endpoints {
-            endpoint.register_if_due(&self.shared, now);
+            endpoint.register_if_due(&self.shared, kubelet, now);
         }
     }
 
@@ -248,6 +251,15 @@ impl Supervisor {
             }
             (None, Some(_)) => self.reregister_all(Trigger::KubeletSocketCreated),
             (Some(_), Some(_)) => self.reregister_all(Trigger::KubeletSocketReplaced),
+        }
+    }
+
+    /// Serves every socket afresh and registers again, so the kubelet first sees the old
+    /// streams end; kubelet v1.37 rejects a Register for a socket it still counts as connected.
+    fn restart_all(&mut self, trigger: Trigger) {
+        let now = Instant::now();
+        for endpoint in &mut self.endpoints {
+            endpoint.restart(&self.shared, trigger, self.kubelet_identity, now);
         }
     }
 
