@@ -187,11 +187,6 @@ impl Endpoint {
         }
     }
 
-    /// Returns the resource name.
-    pub fn resource(&self) -> &ResourceName {
-        &self.resource
-    }
-
     /// Sends `list` to every ListAndWatch stream of this resource.
     pub fn publish(&self, list: DeviceList) {
         self.fanout.publish(list);

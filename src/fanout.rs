@@ -53,11 +53,6 @@ impl Fanout {
             .retain(|subscriber| subscriber.send(Arc::clone(&list)).is_ok());
     }
 
-    /// Returns the latest published list.
-    pub fn current(&self) -> DeviceList {
-        Arc::clone(&self.lock().current)
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked: every update is one assignment.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -78,7 +73,8 @@ mod tests {
         fanout.publish(Arc::new(device_list(2, &Health::Unhealthy("x".into()))));
         let second = receiver.try_recv().expect("published list");
         assert_eq!(second.devices[0].health, "Unhealthy");
-        assert_eq!(fanout.current().devices[0].health, "Unhealthy");
+        let late = fanout.subscribe().try_recv().expect("current list on subscribe");
+        assert_eq!(late.devices[0].health, "Unhealthy");
     }
 
     #[test]
