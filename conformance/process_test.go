@@ -2,19 +2,14 @@ package conformance
 
 import (
 	"bytes"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
-)
 
-// stopTimeout bounds how long a tun-manager process may take to exit after a signal.
-const stopTimeout = 10 * time.Second
+	"github.com/anza-labs/tun-manager/conformance/internal/tunmanager"
+)
 
 // tunManagerBinary returns the absolute path of the binary under test: $TUN_MANAGER_BIN, or
 // ../target/debug/tun-manager relative to this module, where `cargo build` puts it.
@@ -30,13 +25,9 @@ func tunManagerBinary(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("invalid tun-manager path %q from %s: %v", path, source, err)
 	}
-	info, err := os.Stat(absolute)
-	if err != nil {
-		t.Fatalf("tun-manager binary not found at %s (%s): %v; run `cargo build` in the "+
-			"repository root or set TUN_MANAGER_BIN to the binary", absolute, source, err)
-	}
-	if info.IsDir() || info.Mode().Perm()&0o111 == 0 {
-		t.Fatalf("tun-manager binary %s (%s) is not an executable file", absolute, source)
+	if err := tunmanager.CheckBinary(absolute); err != nil {
+		t.Fatalf("%v (path from %s); run `cargo build` in the repository root or set "+
+			"TUN_MANAGER_BIN to the binary", err, source)
 	}
 	return absolute
 }
@@ -59,14 +50,10 @@ func (b *lockedBuffer) String() string {
 	return b.buffer.String()
 }
 
-// tunManager is one running tun-manager process.
+// tunManager is one running tun-manager process and its collected output.
 type tunManager struct {
-	name    string
-	command *exec.Cmd
-	output  *lockedBuffer
-	done    chan struct{}
-	// waitErr is the result of cmd.Wait, set before done is closed.
-	waitErr error
+	*tunmanager.Process
+	output *lockedBuffer
 }
 
 // startTunManager starts tun-manager with args and debug logging. The process is stopped when
@@ -76,91 +63,40 @@ func startTunManager(t *testing.T, args ...string) *tunManager {
 	binary := tunManagerBinary(t)
 	args = append([]string{"--log-level", "debug"}, args...)
 	output := &lockedBuffer{}
-	command := exec.Command(binary, args...)
-	command.Stdout = output
-	command.Stderr = output
-	// Kill the daemon if the test binary dies without running its cleanups. Pdeathsig fires
-	// when the thread that started the process exits. The Go runtime ends a thread only when
-	// a goroutine locked to it with runtime.LockOSThread returns without unlocking.
-	command.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-
-	if err := command.Start(); err != nil {
-		t.Fatalf("failed to start %s %s: %v", binary, strings.Join(args, " "), err)
+	process, err := tunmanager.Start(binary, args, output, output)
+	if err != nil {
+		t.Fatalf("%v", err)
 	}
-	process := &tunManager{
-		name:    fmt.Sprintf("tun-manager (pid %d, flags %s)", command.Process.Pid, strings.Join(args, " ")),
-		command: command,
-		output:  output,
-		done:    make(chan struct{}),
-	}
-
-	go func() {
-		process.waitErr = command.Wait()
-		close(process.done)
-	}()
+	plugin := &tunManager{Process: process, output: output}
 
 	t.Cleanup(func() {
-		if !process.exited() {
-			if err := process.signalAndWait(syscall.SIGTERM); err != nil {
+		if !plugin.Exited() {
+			if err := plugin.SignalAndWait(syscall.SIGTERM); err != nil {
 				t.Errorf("%v", err)
 			}
 		}
 		if t.Failed() {
-			t.Logf("%s output:\n%s", process.name, process.output.String())
+			t.Logf("%s output:\n%s", plugin.Name, plugin.output.String())
 		}
 	})
-	return process
-}
-
-// exited reports whether the process has exited.
-func (p *tunManager) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// state describes whether the process runs, for wait messages.
-func (p *tunManager) state() string {
-	if !p.exited() {
-		return p.name + " is running"
-	}
-	return fmt.Sprintf("%s exited: %v", p.name, p.command.ProcessState)
-}
-
-// signalAndWait sends signal and waits up to stopTimeout for the exit. If the process does not
-// exit in time it is killed and an error is returned.
-func (p *tunManager) signalAndWait(signal syscall.Signal) error {
-	if err := p.command.Process.Signal(signal); err != nil && !p.exited() {
-		return fmt.Errorf("failed to send %v to %s: %w", signal, p.name, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopTimeout):
-		_ = p.command.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not exit within %v of %v; killed it", p.name, stopTimeout, signal)
-	}
+	return plugin
 }
 
 // terminate sends SIGTERM, waits for the exit and fails the test unless the exit code is 0.
 func (p *tunManager) terminate(t *testing.T) {
 	t.Helper()
-	if err := p.signalAndWait(syscall.SIGTERM); err != nil {
+	if err := p.SignalAndWait(syscall.SIGTERM); err != nil {
 		t.Fatalf("%v", err)
 	}
-	if code := p.command.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("%s exited with code %d after SIGTERM, expected 0", p.name, code)
+	if code := p.ProcessState().ExitCode(); code != 0 {
+		t.Fatalf("%s exited with code %d after SIGTERM, expected 0", p.Name, code)
 	}
 }
 
 // kill sends SIGKILL, as a crash or an OOM kill would, and waits for the exit.
 func (p *tunManager) kill(t *testing.T) {
 	t.Helper()
-	if err := p.signalAndWait(syscall.SIGKILL); err != nil {
+	if err := p.SignalAndWait(syscall.SIGKILL); err != nil {
 		t.Fatalf("%v", err)
 	}
 }

@@ -61,8 +61,8 @@ func TestKubeletRestartTenTimes(t *testing.T) {
 		t.Logf("restart %d: new manager starts with capacity %d, allocatable %d", restart,
 			capacity, allocatable)
 		kubelet.waitForCounts(t, plugin, 4, 4)
-		if plugin.exited() {
-			t.Fatalf("restart %d: %s", restart, plugin.state())
+		if plugin.Exited() {
+			t.Fatalf("restart %d: %s", restart, plugin.State())
 		}
 	}
 }

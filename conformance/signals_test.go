@@ -16,13 +16,13 @@ func TestSighupKeepsRegistration(t *testing.T) {
 	kubelet.waitForCounts(t, plugin, 4, 4)
 
 	before := registrationCount(t, tunResource)
-	if err := plugin.command.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatalf("failed to send SIGHUP to %s: %v", plugin.name, err)
+	if err := plugin.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("%v", err)
 	}
 	condition := fmt.Sprintf("a Register request after SIGHUP (kubelet counted %v before)", before)
 	waitFor(t, registerTimeout, condition, func() (bool, string) {
 		count := registrationCount(t, tunResource)
-		return count > before, fmt.Sprintf("kubelet counted %v; %s", count, plugin.state())
+		return count > before, fmt.Sprintf("kubelet counted %v; %s", count, plugin.State())
 	})
 	kubelet.waitForCounts(t, plugin, 4, 4)
 

@@ -57,7 +57,7 @@ func (k *standInKubelet) nextRequest(t *testing.T, plugin *tunManager) *pluginap
 		return request
 	case <-time.After(registerTimeout):
 		t.Fatalf("timed out after %v waiting for a Register request; %s", registerTimeout,
-			plugin.state())
+			plugin.State())
 		return nil
 	}
 }
