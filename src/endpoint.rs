@@ -32,6 +32,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 // NOTE: 300 ms is an estimate with a wide margin over what the kubelet needs on an idle node;
 // no signal tells the plugin when the kubelet has processed the disconnect.
 pub const SETTLE_DELAY: Duration = Duration::from_millis(300);
+/// How often an idle ListAndWatch stream checks whether the kubelet closed it. A restarting
+/// kubelet is noticed through its socket on the next poll tick, so this only bounds how long a
+/// stream the kubelet ended on its own goes unnoticed, at one wakeup a second.
+pub const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Part of the kubelet's error when it still counts the plugin's socket as connected.
 const ALREADY_CONNECTED: &str = "device plugin already connected";
 
@@ -89,8 +93,6 @@ pub struct Shared {
     pub stream_ended: Sender<StreamEnded>,
     /// Channel for Register outcomes.
     pub registered: Sender<Registered>,
-    /// Supervisor poll interval, also used by idle streams.
-    pub poll_interval: Duration,
 }
 
 /// Per-resource state.
@@ -201,7 +203,7 @@ impl Endpoint {
             fanout: Arc::clone(&self.fanout),
             epoch: Arc::clone(&self.epoch),
             stream_ended: shared.stream_ended.clone(),
-            poll_interval: shared.poll_interval,
+            stream_check_interval: STREAM_CHECK_INTERVAL,
         });
         let server = PluginServer::start(&shared.env, &self.socket_path, service, stop_streams)?;
         log::info!(

@@ -73,7 +73,10 @@ mod tests {
         fanout.publish(Arc::new(device_list(2, &Health::Unhealthy("x".into()))));
         let second = receiver.try_recv().expect("published list");
         assert_eq!(second.devices[0].health, "Unhealthy");
-        let late = fanout.subscribe().try_recv().expect("current list on subscribe");
+        let late = fanout
+            .subscribe()
+            .try_recv()
+            .expect("current list on subscribe");
         assert_eq!(late.devices[0].health, "Unhealthy");
     }
 

@@ -19,11 +19,18 @@ pub const API_VERSION: &str = "v1beta1";
 /// takes milliseconds when both sides are healthy.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Device and inode of a socket file; a new file at the same path gets a new identity.
+/// Device, inode and modification time of a socket file, so that a new file at the same path
+/// gets a new identity. The time is needed because ext4 often gives a deleted file's inode number
+/// to the next file created, and then a restarted kubelet's socket has the device and inode of
+/// the old one.
+// NOTE: on a kernel or file system with coarse timestamps (one clock tick, up to 10 ms), a
+// socket deleted and bound again within one tick on a reused inode still looks unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketIdentity {
     device: u64,
     inode: u64,
+    /// `st_mtime` and `st_mtime_nsec`, set when the socket is bound and unchanged by traffic.
+    modified: (i64, i64),
 }
 
 impl SocketIdentity {
@@ -33,6 +40,7 @@ impl SocketIdentity {
             Ok(info) => Ok(Some(SocketIdentity {
                 device: info.st_dev,
                 inode: info.st_ino,
+                modified: (info.st_mtime, info.st_mtime_nsec),
             })),
             Err(Errno::ENOENT) => Ok(None),
             Err(errno) => Err(errno),
@@ -115,5 +123,29 @@ mod tests {
         let second = SocketIdentity::of(&path).expect("stat").expect("exists");
         assert_ne!(first, second);
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn identity_changes_when_inode_reused() {
+        use std::os::unix::net::UnixListener;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kubelet.sock");
+        // ext4 usually gives the deleted socket's inode number to the next file, which is the
+        // case under test. Another test may take the number first, so the loop tries again.
+        for _ in 0..10 {
+            drop(UnixListener::bind(&path).expect("bind"));
+            let first = SocketIdentity::of(&path).expect("stat").expect("exists");
+            std::fs::remove_file(&path).expect("remove");
+            // A restarting kubelet takes longer than one timestamp tick to bind again.
+            std::thread::sleep(Duration::from_millis(20));
+            drop(UnixListener::bind(&path).expect("bind again"));
+            let second = SocketIdentity::of(&path).expect("stat").expect("exists");
+            std::fs::remove_file(&path).expect("remove");
+            assert_ne!(first, second);
+            if first.inode == second.inode {
+                break;
+            }
+        }
     }
 }

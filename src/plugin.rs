@@ -49,7 +49,7 @@ pub struct ServiceContext {
     /// Channel for stream-end reports.
     pub stream_ended: Sender<StreamEnded>,
     /// How often an idle stream checks whether the kubelet went away.
-    pub poll_interval: Duration,
+    pub stream_check_interval: Duration,
 }
 
 /// The `DevicePlugin` service. Clones share state, as grpcio clones it per completion queue.
@@ -171,7 +171,7 @@ impl DevicePlugin for DevicePluginService {
             sink,
             updates,
             self.shared.stop.clone(),
-            context.poll_interval,
+            context.stream_check_interval,
             on_end,
         );
         match spawned {

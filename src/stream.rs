@@ -3,7 +3,7 @@
 //!
 //! grpcio's sink is a futures `Sink`, driven here by polling with a no-op waker, so the thread
 //! needs no async runtime. A closed stream shows up as an error on the next send, or earlier
-//! through the sink's readiness, which is checked once per poll interval while idle.
+//! through the sink's readiness, which is checked once per check interval while idle.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,7 +38,7 @@ pub fn forward(
     mut sink: ServerStreamingSink<ListAndWatchResponse>,
     updates: Receiver<DeviceList>,
     stop: Receiver<()>,
-    poll_interval: Duration,
+    check_interval: Duration,
 ) -> StreamEnd {
     loop {
         select! {
@@ -60,7 +60,7 @@ pub fn forward(
                     Some(Ok(())) => log::trace!("sent {} devices", latest.devices.len()),
                 }
             }
-            default(poll_interval) => {
+            default(check_interval) => {
                 if let Some(reason) = closed_by_peer(&mut sink) {
                     return StreamEnd::Closed(reason);
                 }
@@ -122,10 +122,10 @@ pub fn spawn(
     sink: ServerStreamingSink<ListAndWatchResponse>,
     updates: Receiver<DeviceList>,
     stop: Receiver<()>,
-    poll_interval: Duration,
+    check_interval: Duration,
     on_end: impl FnOnce(StreamEnd) + Send + 'static,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("list-and-watch".into())
-        .spawn(move || on_end(forward(sink, updates, stop, poll_interval)))
+        .spawn(move || on_end(forward(sink, updates, stop, check_interval)))
 }

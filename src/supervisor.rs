@@ -1,7 +1,7 @@
 //! The supervisor: the one thread that owns all daemon state and decides every action.
 //!
 //! It waits on signals, Register outcomes, ended streams and a poll tick. On each tick it stats
-//! kubelet.sock, where a new inode means the kubelet restarted. It stats each plugin socket,
+//! kubelet.sock, where a new file means the kubelet restarted. It stats each plugin socket,
 //! which the kubelet deletes when it restarts, and the device node for health. Then it serves,
 //! registers and publishes device lists as needed.
 
@@ -96,7 +96,6 @@ impl Supervisor {
             env,
             stream_ended: stream_sender,
             registered: registered_sender,
-            poll_interval: config.poll_interval,
         };
         let probe = HealthProbe::new(&config.device_path, &config.sysfs_root);
         let health = probe.check();
@@ -180,14 +179,17 @@ impl Supervisor {
                 },
                 recv(inbox.stream_ended) -> ended => {
                     if let Ok(ended) = ended {
-                        // A restarting kubelet ends the stream and replaces the sockets. Check
-                        // the sockets first, so one registration covers both triggers.
-                        self.check_kubelet();
+                        // A restarting kubelet ends the stream and replaces the sockets. A full
+                        // tick checks the sockets first, the plugin socket before kubelet.sock,
+                        // so one registration covers both triggers, and a plugin socket that the
+                        // new kubelet deleted is tied to the old kubelet and waits no settle
+                        // delay.
+                        self.on_tick();
                         let kubelet = self.kubelet_identity;
                         if let Some(endpoint) = self.endpoints.get_mut(ended.endpoint) {
                             endpoint.on_stream_ended(&ended, kubelet, Instant::now());
                         }
-                        self.on_tick();
+                        self.register_due(Instant::now());
                     }
                 },
                 recv(ticks) -> _ => self.on_tick(),
@@ -204,7 +206,9 @@ impl Supervisor {
             endpoint.check_socket(&self.shared, self.kubelet_identity, now);
         }
         self.check_kubelet();
-        self.register_due(now);
+        // A trigger handled above resets the backoff to the current instant, which is later
+        // than `now`, so a fresh instant lets its Register call start in this tick.
+        self.register_due(Instant::now());
     }
 
     fn register_due(&mut self, now: Instant) {

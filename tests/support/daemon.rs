@@ -49,6 +49,14 @@ impl Daemon {
     /// Starts the daemon with exactly `args`, in the sandbox root so that a relative path
     /// stays inside the sandbox even if the daemon wrongly accepts it.
     pub fn start_with_args(sandbox: &Sandbox, args: &[String]) -> Daemon {
+        let mut command = Command::new(binary());
+        command.args(args).env("RUST_LOG", RUST_LOG);
+        Daemon::spawn(sandbox, command)
+    }
+
+    /// Spawns `command`, which may run any device plugin, in the sandbox root with its stdout
+    /// and stderr written to a log file in the sandbox.
+    pub fn spawn(sandbox: &Sandbox, mut command: Command) -> Daemon {
         let number = NEXT_LOG.fetch_add(1, Ordering::Relaxed);
         let log_path = sandbox.root().join(format!("daemon-{number}.log"));
         let log = File::create(&log_path)
@@ -56,15 +64,13 @@ impl Daemon {
         let stdout = log
             .try_clone()
             .expect("duplicate the daemon log file handle");
-        let child = Command::new(binary())
-            .args(args)
+        let child = command
             .current_dir(sandbox.root())
-            .env("RUST_LOG", RUST_LOG)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|error| panic!("failed to start tun-manager {args:?}: {error}"));
+            .unwrap_or_else(|error| panic!("failed to start {command:?}: {error}"));
         Daemon {
             child,
             log_path,

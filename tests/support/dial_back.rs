@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use futures::channel::oneshot;
@@ -35,6 +35,8 @@ pub struct Registered {
     pub request: RegisterRequest,
     /// The GetDevicePluginOptions response.
     pub options: DevicePluginOptions,
+    /// Instant at which the stand-in kubelet finished sending its reply to Register.
+    pub at: Instant,
 }
 
 /// Both ends of the channel that carries the device lists of one resource.
@@ -126,7 +128,11 @@ impl State {
             eprintln!("stand-in kubelet: failed to reply to Register of {resource}: {error}");
             return;
         }
-        let registered = Registered { request, options };
+        let registered = Registered {
+            request,
+            options,
+            at: Instant::now(),
+        };
         // The receiver lives in `self`, so the send cannot fail.
         let _ = self.registrations.0.send(registered);
 

@@ -28,6 +28,7 @@ const KUBELET_SOCKET: &str = "kubelet.sock";
 pub struct Kubelet {
     state: Arc<State>,
     server: Option<Server>,
+    served_at: Instant,
 }
 
 #[derive(Clone)]
@@ -55,6 +56,7 @@ impl Kubelet {
         let mut kubelet = Kubelet {
             state,
             server: None,
+            served_at: Instant::now(),
         };
         kubelet.serve();
         kubelet
@@ -145,6 +147,18 @@ impl Kubelet {
         }
     }
 
+    /// Waits for the next registration that the kubelet accepted at or after `since`, and
+    /// returns it. Registrations accepted earlier, such as the second of two that overlapping
+    /// triggers started, are skipped.
+    pub fn wait_registration_after(&self, since: Instant) -> Registered {
+        loop {
+            let registered = self.wait_registrations(1).remove(0);
+            if registered.at >= since {
+                return registered;
+            }
+        }
+    }
+
     /// Returns the next accepted registration if one has arrived, without waiting.
     pub fn try_registration(&self) -> Option<Registered> {
         self.state.registrations.1.try_recv().ok()
@@ -159,6 +173,18 @@ impl Kubelet {
             }
             Err(RecvTimeoutError::Disconnected) => unreachable!("the kubelet keeps a sender"),
         }
+    }
+
+    /// Returns the next device list received on a stream of `resource` if one has arrived,
+    /// without waiting.
+    pub fn try_list(&self, resource: &str) -> Option<ListAndWatchResponse> {
+        self.state.list_channel(resource).1.try_recv().ok()
+    }
+
+    /// Returns when the current kubelet.sock started serving, after `start` or the last
+    /// `restart`.
+    pub fn served_at(&self) -> Instant {
+        self.served_at
     }
 
     /// Returns a client of the plugin served at `socket` in the plugin directory.
@@ -183,6 +209,7 @@ impl Kubelet {
             )
             .unwrap_or_else(|error| panic!("failed to serve {}: {error}", path.display()));
         server.start();
+        self.served_at = Instant::now();
         self.server = Some(server);
     }
 

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod devnode;
 mod dial_back;
 pub mod kubelet;
+pub mod procfs;
 #[allow(unsafe_code)]
 pub mod tun;
 
