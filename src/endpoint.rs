@@ -27,8 +27,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 ///
 /// Kubelet v1.37.2 rejects a Register for a socket it still counts as connected, and in doing so
 /// drops its record of that connection, so it misses the connection's end and rejects every
-/// later Register until it restarts. It forgets a connection within milliseconds of the stream
-/// ending, so the plugin waits this long before registering the same socket again.
+/// later Register until it restarts. The kubelet removes a connection within milliseconds of
+/// the stream ending, so the plugin waits this long before registering the same socket again.
 // NOTE: 300 ms is an estimate with a wide margin over what the kubelet needs on an idle node;
 // no signal tells the plugin when the kubelet has processed the disconnect.
 pub const SETTLE_DELAY: Duration = Duration::from_millis(300);
@@ -310,7 +310,7 @@ impl Endpoint {
     }
 
     /// Starts a Register call when one is wanted, none is in flight, our server is up, and
-    /// neither the backoff nor a settle delay for this `kubelet` holds it back.
+    /// neither the backoff nor a settle delay for this `kubelet` delays it.
     pub fn register_if_due(&mut self, shared: &Shared, kubelet: SocketIdentity, now: Instant) {
         if let Some(settle) = &self.settle {
             // A restarted kubelet has no record of the old connection, so it needs no wait.

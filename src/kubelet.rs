@@ -15,7 +15,7 @@ use crate::resource::ResourceName;
 
 /// Device-plugin API version sent in every Register request.
 pub const API_VERSION: &str = "v1beta1";
-/// Deadline of one Register call. The kubelet dials the plugin back before it answers, which
+/// Deadline of one Register call. The kubelet dials the plugin back before it replies, which
 /// takes milliseconds when both sides are healthy.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 

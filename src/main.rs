@@ -1,6 +1,6 @@
 //! The tun-manager binary: parses flags, sets up logging, runs the daemon or the probe, and
-//! maps the outcome to an exit code (0 after SIGTERM or SIGINT or a passing probe, 1 when the
-//! daemon cannot start or the probe fails, 2 for invalid flags).
+//! maps the outcome to an exit code. The code is 0 after SIGTERM or SIGINT or a passing probe,
+//! 1 when the daemon cannot start or the probe fails, and 2 for invalid flags.
 
 use std::process::ExitCode;
 

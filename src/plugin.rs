@@ -159,7 +159,7 @@ impl DevicePlugin for DevicePluginService {
             }
             StreamEnd::Closed(reason) => {
                 log::info!("kubelet ended ListAndWatch for {resource}: {reason}");
-                // The supervisor is gone only during shutdown, when nobody needs the report.
+                // The supervisor is gone only during shutdown, when the report is not needed.
                 let _ = report.send(StreamEnded {
                     endpoint,
                     epoch,

@@ -91,8 +91,8 @@ impl PluginServer {
             )
             .map_err(bind_error)?;
         server.start();
-        // None when a restarting kubelet deleted the socket right after the bind; the
-        // supervisor sees no matching socket on its next tick and serves afresh.
+        // None when a restarting kubelet deleted the socket right after the bind. The
+        // supervisor then finds no matching socket on its next tick and serves afresh.
         let identity =
             SocketIdentity::of(path).map_err(|errno| ServeError::Stat(path.to_owned(), errno))?;
         Ok(PluginServer {

@@ -27,7 +27,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Cause of a stream's end.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamEnd {
-    /// Our server is stopping; nobody needs to react.
+    /// Our server is stopping, so no registration is needed.
     Stopped,
     /// The kubelet closed or cancelled the stream, or a send failed.
     Closed(String),

@@ -100,22 +100,8 @@ impl Supervisor {
         let probe = HealthProbe::new(&config.device_path, &config.sysfs_root);
         let health = probe.check();
         log_health(&health, &config.device_path.display().to_string());
-        let initial = Arc::new(device_list(config.devices, &health));
-        let host_path = config.device_path.display().to_string();
-        let endpoints = config
-            .resources
-            .iter()
-            .enumerate()
-            .map(|(index, resource)| {
-                Endpoint::new(
-                    index,
-                    resource.clone(),
-                    config.socket_path(resource),
-                    Allocator::new(config.devices, &host_path),
-                    Arc::clone(&initial),
-                )
-            })
-            .collect();
+        let endpoints = build_endpoints(config, &health);
+
         let kubelet_identity = SocketIdentity::of(&config.kubelet_socket).ok().flatten();
         if kubelet_identity.is_none() {
             log::warn!(
@@ -123,6 +109,7 @@ impl Supervisor {
                 config.kubelet_socket.display()
             );
         }
+
         let mut supervisor = Supervisor {
             shared,
             endpoints,
@@ -133,6 +120,7 @@ impl Supervisor {
             kubelet_socket: config.kubelet_socket.display().to_string(),
             config: config.clone(),
         };
+
         for index in 0..supervisor.endpoints.len() {
             if let Err(error) = supervisor.endpoints[index].serve(&supervisor.shared) {
                 supervisor.stop();
@@ -258,8 +246,8 @@ impl Supervisor {
         }
     }
 
-    /// Serves every socket afresh and registers again, so the kubelet first sees the old
-    /// streams end; kubelet v1.37 rejects a Register for a socket it still counts as connected.
+    /// Serves every socket afresh and registers again after the old streams end, because
+    /// kubelet v1.37 rejects a Register for a socket it still counts as connected.
     fn restart_all(&mut self, trigger: Trigger) {
         let now = Instant::now();
         for endpoint in &mut self.endpoints {
@@ -278,6 +266,26 @@ impl Supervisor {
             endpoint.stop();
         }
     }
+}
+
+/// Creates one endpoint per resource name, each starting with the same device list.
+fn build_endpoints(config: &Config, health: &Health) -> Vec<Endpoint> {
+    let initial = Arc::new(device_list(config.devices, health));
+    let host_path = config.device_path.display().to_string();
+    config
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(index, resource)| {
+            Endpoint::new(
+                index,
+                resource.clone(),
+                config.socket_path(resource),
+                Allocator::new(config.devices, &host_path),
+                Arc::clone(&initial),
+            )
+        })
+        .collect()
 }
 
 fn log_health(health: &Health, device_path: &str) {
