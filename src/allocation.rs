@@ -52,13 +52,15 @@ impl fmt::Display for AllocateError {
                 slots,
             } => write!(
                 f,
-                "container request {container}: unknown device ID {id:?}; this plugin \
+                "container request {container}: unknown device ID {:?}; this plugin \
                  advertises tun0 to tun{}",
+                shorten(id),
                 slots - 1
             ),
             Self::DuplicateId { container, id } => write!(
                 f,
-                "container request {container}: device ID {id:?} is requested more than once"
+                "container request {container}: device ID {:?} is requested more than once",
+                shorten(id)
             ),
             Self::NoIds { container } => {
                 write!(f, "container request {container} names no device IDs")
@@ -68,6 +70,18 @@ impl fmt::Display for AllocateError {
 }
 
 impl std::error::Error for AllocateError {}
+
+/// Maximum characters of a rejected ID quoted in an error, so that a huge ID cannot flood the
+/// log or overflow the gRPC status message.
+const MAX_QUOTED_ID: usize = 64;
+
+/// Returns `id`, cut to `MAX_QUOTED_ID` characters with a trailing "..." when longer.
+fn shorten(id: &str) -> String {
+    match id.char_indices().nth(MAX_QUOTED_ID) {
+        Some((end, _)) => format!("{}...", &id[..end]),
+        None => id.to_owned(),
+    }
+}
 
 /// Builds `Allocate` responses for one resource: every slot maps to the same device spec.
 #[derive(Debug, Clone)]
@@ -133,8 +147,11 @@ pub fn preferred_allocation(request: &PreferredAllocationRequest) -> PreferredAl
     let mut response = PreferredAllocationResponse::new();
     for container in &request.container_requests {
         let size = usize::try_from(container.allocation_size).unwrap_or(0);
-        let mut chosen: Vec<String> = Vec::with_capacity(size);
-        let mut seen: HashSet<&str> = HashSet::with_capacity(size);
+        // The size comes from the caller, so reserve no more than the IDs it sent.
+        let most =
+            size.min(container.must_include_deviceIDs.len() + container.available_deviceIDs.len());
+        let mut chosen: Vec<String> = Vec::with_capacity(most);
+        let mut seen: HashSet<&str> = HashSet::with_capacity(most);
         for id in &container.must_include_deviceIDs {
             if seen.insert(id) {
                 chosen.push(id.clone());
@@ -231,6 +248,32 @@ mod tests {
                 "{error:?}"
             );
         }
+    }
+
+    #[test]
+    fn long_id_shortened_in_error() {
+        let allocator = Allocator::new(10, "/dev/net/tun");
+        let long_id = "x".repeat(10_000);
+        let error = allocator
+            .allocate(&request(&[&[long_id.as_str()]]))
+            .expect_err("unknown ID");
+        let message = error.to_string();
+        assert!(message.len() < 200, "message of {} bytes", message.len());
+        assert!(
+            message.contains(&format!("{}...", "x".repeat(64))),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn preferred_allocation_huge_size() {
+        let mut container = ContainerPreferredAllocationRequest::new();
+        container.available_deviceIDs = ["tun0", "tun1"].map(String::from).into();
+        container.allocation_size = i32::MAX;
+        let mut request = PreferredAllocationRequest::new();
+        request.container_requests.push(container);
+        let response = preferred_allocation(&request);
+        assert_eq!(response.container_responses[0].deviceIDs, ["tun0", "tun1"]);
     }
 
     #[test]

@@ -167,6 +167,8 @@ impl DevicePlugin for DevicePluginService {
                 });
             }
         };
+        // NOTE: every stream gets a thread and nothing caps their number. The kubelet opens one
+        // stream per registration, but any client with access to the socket can open more.
         let spawned = stream::spawn(
             sink,
             updates,

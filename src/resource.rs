@@ -26,7 +26,8 @@ pub struct ResourceName {
 pub enum ResourceNameError {
     /// No `/` separates the domain from the name.
     MissingDomain,
-    /// The domain is under `kubernetes.io/`, which Kubernetes reserves for native resources.
+    /// The domain is under `kubernetes.io/`, which Kubernetes reserves for native resources, or
+    /// starts with `requests.`, which quota names use.
     ReservedDomain,
     /// The domain is not a lowercase DNS-1123 subdomain or is too long.
     InvalidDomain(String),
@@ -38,7 +39,10 @@ impl fmt::Display for ResourceNameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::MissingDomain => write!(f, "a resource name needs a domain, as in domain/name"),
-            Self::ReservedDomain => write!(f, "names under kubernetes.io/ are reserved"),
+            Self::ReservedDomain => write!(
+                f,
+                "names under kubernetes.io/ and names starting with requests. are reserved"
+            ),
             Self::InvalidDomain(domain) => write!(
                 f,
                 "domain {domain:?} is not a lowercase DNS subdomain of at most {} characters",
@@ -61,7 +65,7 @@ impl ResourceName {
         let Some((domain, name)) = value.split_once('/') else {
             return Err(ResourceNameError::MissingDomain);
         };
-        if value.contains("kubernetes.io/") {
+        if value.contains("kubernetes.io/") || value.starts_with(REQUESTS_PREFIX) {
             return Err(ResourceNameError::ReservedDomain);
         }
         if !is_dns_subdomain(domain) || REQUESTS_PREFIX.len() + domain.len() > MAX_DOMAIN {
@@ -151,6 +155,7 @@ mod tests {
             ("tun", ResourceNameError::MissingDomain),
             ("kubernetes.io/tun", ResourceNameError::ReservedDomain),
             ("node.kubernetes.io/tun", ResourceNameError::ReservedDomain),
+            ("requests.squat.ai/tun", ResourceNameError::ReservedDomain),
             (
                 "Squat.ai/tun",
                 ResourceNameError::InvalidDomain("Squat.ai".into()),

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub enum ServeError {
     InUse(PathBuf),
     /// A stale file at the socket path could not be removed.
     RemoveStale(PathBuf, io::Error),
+    /// Something other than a socket is at the socket path; the daemon does not delete it.
+    NotSocket(PathBuf),
     /// gRPC could not build the server or listen on the socket.
     Bind(PathBuf, grpcio::Error),
     /// The socket could not be checked right after binding.
@@ -34,6 +37,11 @@ impl fmt::Display for ServeError {
                 f,
                 "another server already listens on plugin socket {}; stop the other \
                  tun-manager or pass a different --plugin-dir",
+                path.display()
+            ),
+            Self::NotSocket(path) => write!(
+                f,
+                "{} exists and is not a socket; move it away so the plugin can serve there",
                 path.display()
             ),
             Self::RemoveStale(path, error) => write!(
@@ -142,6 +150,14 @@ fn remove_stale_socket(path: &Path) -> Result<(), ServeError> {
         Ok(_) => return Err(ServeError::InUse(path.to_owned())),
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => log::debug!("no server listens on {}: {error}", path.display()),
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if !metadata.file_type().is_socket() => {
+            return Err(ServeError::NotSocket(path.to_owned()));
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(ServeError::RemoveStale(path.to_owned(), error)),
     }
     match std::fs::remove_file(path) {
         Ok(()) => {

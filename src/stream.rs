@@ -52,6 +52,8 @@ pub fn forward(
                     return StreamEnd::Stopped;
                 };
                 // Only the newest list matters when several queued up.
+                // NOTE: gRPC completes a send once the transport buffers it, so a peer that never
+                // reads lets each new list pile up in gRPC's buffers while health keeps changing.
                 let latest = updates.try_iter().last().unwrap_or(list);
                 let message = (ListAndWatchResponse::clone(&latest), WriteFlags::default());
                 match drive(sink.send(message), &stop) {

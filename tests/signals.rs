@@ -159,3 +159,28 @@ fn sigterm_during_register() {
         "expected {DEFAULT_SOCKET} to be removed after SIGTERM"
     );
 }
+
+#[test]
+fn regular_file_at_socket_kept() {
+    let sandbox = Sandbox::new();
+    let socket = sandbox.socket(DEFAULT_SOCKET);
+    std::fs::write(&socket, b"not a socket").expect("write a regular file at the socket path");
+
+    let mut daemon = Daemon::start(&sandbox, &[]);
+    let status = daemon.wait_exit();
+    let output = daemon.output();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "expected exit status 1 with a regular file at the socket path, got {status}:\n{output}"
+    );
+    assert!(
+        output.contains("is not a socket"),
+        "expected the error to say the path is not a socket:\n{output}"
+    );
+    let content = std::fs::read(&socket).expect("expected the regular file to stay");
+    assert_eq!(
+        content, b"not a socket",
+        "expected the regular file to keep its content"
+    );
+}
