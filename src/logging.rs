@@ -4,10 +4,14 @@ use std::io::Write;
 
 use env_logger::{Builder, Env};
 
-/// Installs the global logger at `level`; a set `RUST_LOG` overrides it.
+/// Installs the global logger at `level`, where a set `RUST_LOG` overrides it, and sends gRPC
+/// core's own messages through it, so they carry the same format and obey the same level.
 pub fn init(level: log::LevelFilter) {
     Builder::new()
         .filter_level(level)
+        // gRPC core reports routine events such as "grpc epoll fd" at info; RUST_LOG can
+        // still raise it.
+        .filter_module("grpcio", level.min(log::LevelFilter::Warn))
         .parse_env(Env::new().filter("RUST_LOG"))
         .format(|buf, record| {
             let thread = std::thread::current();
@@ -21,4 +25,9 @@ pub fn init(level: log::LevelFilter) {
             )
         })
         .init();
+    // grpcio turns gRPC core's logging back to its own stderr format when the level is off,
+    // so leave it alone then.
+    if level != log::LevelFilter::Off {
+        grpcio::redirect_log();
+    }
 }

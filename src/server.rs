@@ -49,12 +49,19 @@ impl fmt::Display for ServeError {
                 "failed to remove stale plugin socket {}: {error}",
                 path.display()
             ),
-            Self::Bind(path, error) => write!(
-                f,
-                "failed to serve plugin socket {}: {error}; check that the directory exists \
-                 and is writable",
-                path.display()
-            ),
+            Self::Bind(path, error) => {
+                let reason = match error {
+                    // grpcio keeps only the address; gRPC core logs the OS error just before.
+                    grpcio::Error::BindFail(_) => "bind failed, see the gRPC error above".into(),
+                    other => other.to_string(),
+                };
+                write!(
+                    f,
+                    "failed to serve plugin socket {}: {reason}; check that the directory \
+                     exists and is writable",
+                    path.display()
+                )
+            }
             Self::Stat(path, error) => {
                 write!(
                     f,
