@@ -148,10 +148,10 @@ pub fn preferred_allocation(request: &PreferredAllocationRequest) -> PreferredAl
     for container in &request.container_requests {
         let size = usize::try_from(container.allocation_size).unwrap_or(0);
         // The size comes from the caller, so reserve no more than the IDs it sent.
-        let most =
+        let capacity =
             size.min(container.must_include_deviceIDs.len() + container.available_deviceIDs.len());
-        let mut chosen: Vec<String> = Vec::with_capacity(most);
-        let mut seen: HashSet<&str> = HashSet::with_capacity(most);
+        let mut chosen: Vec<String> = Vec::with_capacity(capacity);
+        let mut seen: HashSet<&str> = HashSet::with_capacity(capacity);
         for id in &container.must_include_deviceIDs {
             if seen.insert(id) {
                 chosen.push(id.clone());

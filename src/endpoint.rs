@@ -29,8 +29,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// drops its record of that connection, so it misses the connection's end and rejects every
 /// later Register until it restarts. The kubelet removes a connection within milliseconds of
 /// the stream ending, so the plugin waits this long before registering the same socket again.
-// NOTE: 300 ms is an estimate with a wide margin over what the kubelet needs on an idle node;
-// no signal tells the plugin when the kubelet has processed the disconnect.
+// NOTE: 300 ms is an estimate with a wide margin over what the kubelet needs on an idle node,
+// because the plugin gets no signal when the kubelet has processed the disconnect.
 pub const SETTLE_DELAY: Duration = Duration::from_millis(300);
 /// How often an idle ListAndWatch stream checks whether the kubelet closed it. A restarting
 /// kubelet is noticed through its socket on the next poll tick, so this only bounds how long a

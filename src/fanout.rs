@@ -1,6 +1,6 @@
 //! Device-list fan-out from the supervisor to the ListAndWatch streams of one resource.
 //!
-//! The supervisor publishes each new list; every open stream holds a crossbeam receiver and
+//! The supervisor publishes each new list; every open stream owns a crossbeam receiver and
 //! gets the current list at once when it subscribes. The lock guards only in-memory state and
 //! is never held across I/O, because sends on unbounded channels do not block.
 

@@ -2,7 +2,7 @@
 //! request it.
 //!
 //! The daemon registers one or more extended resources with the kubelet over the device-plugin
-//! API v1beta1, advertises a fixed number of slots for each, and answers `Allocate` with a
+//! API v1beta1, advertises a fixed number of slots for each, and replies to `Allocate` with a
 //! device spec for the host's tun node. A single supervisor thread owns all state; see
 //! `supervisor` for the restart triggers it watches.
 

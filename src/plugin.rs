@@ -110,6 +110,26 @@ impl DevicePluginService {
     }
 }
 
+/// Returns the callback that logs the end of a stream opened under `epoch` and reports it to
+/// the supervisor when the kubelet ended it.
+fn stream_end_reporter(context: &ServiceContext, epoch: u64) -> impl FnOnce(StreamEnd) + Send {
+    let endpoint = context.endpoint;
+    let resource = context.resource.clone();
+    let report = context.stream_ended.clone();
+    move |end: StreamEnd| match end {
+        StreamEnd::Stopped => log::debug!("ListAndWatch for {resource} stopped with the server"),
+        StreamEnd::Closed(reason) => {
+            log::info!("kubelet ended ListAndWatch for {resource}: {reason}");
+            // The supervisor is gone only during shutdown, when the report is not needed.
+            let _ = report.send(StreamEnded {
+                endpoint,
+                epoch,
+                reason,
+            });
+        }
+    }
+}
+
 /// Sends a unary reply on the call's completion queue. A failed send means the caller left.
 fn reply<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, answer: Result<T, RpcStatus>) {
     let sent = match answer {
@@ -150,23 +170,8 @@ impl DevicePlugin for DevicePluginService {
             context.resource
         );
         let updates = context.fanout.subscribe();
-        let endpoint = context.endpoint;
-        let resource = context.resource.clone();
-        let report = context.stream_ended.clone();
-        let on_end = move |end: StreamEnd| match end {
-            StreamEnd::Stopped => {
-                log::debug!("ListAndWatch for {resource} stopped with the server")
-            }
-            StreamEnd::Closed(reason) => {
-                log::info!("kubelet ended ListAndWatch for {resource}: {reason}");
-                // The supervisor is gone only during shutdown, when the report is not needed.
-                let _ = report.send(StreamEnded {
-                    endpoint,
-                    epoch,
-                    reason,
-                });
-            }
-        };
+        let on_end = stream_end_reporter(context, epoch);
+
         // NOTE: every stream gets a thread and nothing caps their number. The kubelet opens one
         // stream per registration, but any client with access to the socket can open more.
         let spawned = stream::spawn(

@@ -1,7 +1,7 @@
 //! Signal handling as events for the supervisor.
 //!
 //! The daemon runs as PID 1 in its container, where the kernel ignores every signal that has
-//! no handler installed; signal-hook installs real handlers, so SIGTERM from the runtime works.
+//! no handler installed. signal-hook installs real handlers, so SIGTERM from the runtime works.
 
 use std::io;
 use std::thread::{self, JoinHandle};
